@@ -14,6 +14,13 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "gradcheck": ("egspo.gradcheck", "exact-enumeration check of every gradient estimator against the true gradient"),
     "grade": ("egspo.grading", "score completions of a task: reward and correctness per row, accuracy summary"),
+    "data": ("egspo.data", "write a task's train / validation / test JSONL files (tiny generators or real loaders)"),
+    "build-model": ("egspo.models", "build the tiny preset's masked-diffusion model and tokenizer as a HF directory"),
+    "sft": ("egspo.sft", "masked-diffusion supervised warm start (LLaDA's 1/t-weighted masked cross-entropy)"),
+    "rl": ("egspo.trainer", "RL post-training: diffu-GRPO, EGSPO, EGSPO-SA (checkpoint / resume)"),
+    "eval": ("egspo.evaluate", "greedy generation at one length for a checkpoint, then grading: JSONL + metrics JSON"),
+    "merge": ("egspo.merge", "merge a LoRA adapter checkpoint into its base model and save a plain HF model dir"),
+    "report": ("egspo.report", "tables (CSV + Markdown) and figures (PNG + PDF) in results/ from run outputs"),
 }
 
 
