@@ -1,0 +1,276 @@
+"""Per-step log-probabilities, the clipped surrogate, KL penalties and the diffu-GRPO (d1) estimator.
+
+Step indexing as in `egspo.sampler`: step ``j`` maps ``S_j`` to ``S_{j+1}`` by committing ``U_j``. The per-step
+policy is ``log pi_theta(S_{j+1} | S_j) = sum_{i in U_j} log p_theta(x_i | S_j)`` (``reduction="mean"`` divides by
+``|U_j|``), scored from one forward pass on ``S_j`` at temperature 1.
+
+Reductions (documented choices):
+
+* ``clipped_surrogate`` works per row (one row = one selected step of one trajectory) with a *sequence-level* ratio
+  ``rho = exp(logpi_theta - logpi_old)`` of the step's (summed or mean) log-probability; it returns the loss per row.
+* ``kl_k3`` / ``kl_exact`` return per row the mean over ``U_j`` of a per-token KL.
+* ``egspo_loss`` averages ``clipped + beta * kl`` over the valid rows.
+* ``d1_grpo_loss`` follows d1 / TRL GRPO: per-token clipped loss + ``beta * k3``, masked mean over each completion's
+  tokens, then the mean over completions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from egspo.sampler import (
+    Rollout,
+    accepts_attention_mask,
+    forward_logits,
+    model_device,
+    score_dtype,
+)
+
+STEP_REDUCTIONS = ("sum", "mean")
+
+
+@dataclass
+class StepBatch:
+    """Selected states of a rollout, flattened to M = N*K rows (row ``n*K + k`` is trajectory n, selection k)."""
+
+    input_ids: torch.Tensor  # [M, P+L] long: prompt + S_j
+    attention_mask: torch.Tensor  # [M, P+L] bool
+    target_mask: torch.Tensor  # [M, L] bool: U_j
+    targets: torch.Tensor  # [M, L] long: final tokens (read where target_mask)
+    old_logprobs: torch.Tensor  # [M, L] float: rollout token_logprobs on U_j, 0 elsewhere
+    row_index: torch.Tensor  # [M] long: trajectory n of each row
+    step_index: torch.Tensor  # [M] long: step j of each row
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def gen_length(self) -> int:
+        return self.target_mask.shape[1]
+
+    def to(self, device) -> StepBatch:
+        return StepBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
+
+    def rows(self, idx) -> StepBatch:
+        """Sub-batch of rows ``idx``."""
+        idx = torch.as_tensor(idx, dtype=torch.long, device=self.input_ids.device)
+        return StepBatch(**{k: v.index_select(0, idx) for k, v in self.__dict__.items()})
+
+
+def step_batch(rollout: Rollout, steps: torch.Tensor) -> StepBatch:
+    """Flatten the states ``S_{steps[n, k]}`` of ``rollout`` (``steps`` is ``[N, K]`` or ``[N]``) into a StepBatch."""
+    N, L, T = len(rollout), rollout.config.gen_length, rollout.config.steps
+    device = rollout.completion.device
+    steps = torch.as_tensor(steps, dtype=torch.long, device=device)
+    if steps.dim() == 1:
+        steps = steps.unsqueeze(1)
+    if steps.dim() != 2 or steps.shape[0] != N:
+        raise ValueError(f"steps must have shape [N={N}, K] or [N], got {tuple(steps.shape)}")
+    if steps.numel() and (int(steps.min()) < 0 or int(steps.max()) >= T):
+        raise ValueError(f"steps must lie in [0, {T - 1}], got range [{int(steps.min())}, {int(steps.max())}]")
+    K = steps.shape[1]
+    row_index = torch.arange(N, device=device).repeat_interleave(K)
+    step_index = steps.reshape(-1)
+    commit = rollout.commit_step.index_select(0, row_index)  # [M, L]
+    completion = rollout.completion.index_select(0, row_index)
+    state = torch.where(commit < step_index.unsqueeze(1), completion, rollout.config.mask_token_id)
+    target_mask = commit == step_index.unsqueeze(1)
+    prompt_ids = rollout.prompt_ids.index_select(0, row_index)
+    prompt_mask = rollout.prompt_mask.index_select(0, row_index)
+    old = torch.where(target_mask, rollout.token_logprobs.index_select(0, row_index), 0.0)
+    return StepBatch(
+        input_ids=torch.cat([prompt_ids, state], dim=1),
+        attention_mask=torch.cat([prompt_mask, torch.ones_like(target_mask)], dim=1),
+        target_mask=target_mask,
+        targets=completion,
+        old_logprobs=old,
+        row_index=row_index,
+        step_index=step_index,
+    )
+
+
+def token_logprobs(model, batch: StepBatch, micro_batch: int | None = None, return_logits_at_targets: bool = False):
+    """``log p_theta(x_i | S_j)`` for every target position, ``[M, L]`` (0 off ``target_mask``), by batched forwards
+    over chunks of ``micro_batch`` rows (all rows at once when None). Gradients flow when grad is enabled.
+
+    With ``return_logits_at_targets`` also returns the logits at the target positions packed as ``[S, V]`` in the
+    row-major order of ``batch.target_mask.nonzero()`` (S = number of targets), for `kl_exact`.
+    """
+    M = len(batch)
+    if micro_batch is not None and micro_batch <= 0:
+        raise ValueError(f"micro_batch must be a positive int or None, got {micro_batch!r}")
+    chunk = M if micro_batch is None else micro_batch
+    device = model_device(model, batch.input_ids.device)
+    pass_mask = accepts_attention_mask(model)
+    L = batch.gen_length
+    pieces, packed = [], []
+    for start in range(0, M, max(chunk, 1)):
+        sl = slice(start, min(start + chunk, M))
+        ids = batch.input_ids[sl].to(device)
+        tmask = batch.target_mask[sl].to(device)
+        logits = forward_logits(model, ids, batch.attention_mask[sl].to(device), pass_mask)
+        at_targets = logits[:, -L:, :][tmask]  # [S_chunk, V]
+        at_targets = at_targets.to(score_dtype(at_targets))
+        lp = torch.log_softmax(at_targets, dim=-1).gather(-1, batch.targets[sl].to(device)[tmask].unsqueeze(-1))
+        out = torch.zeros(tmask.shape, dtype=lp.dtype, device=device)
+        pieces.append(out.masked_scatter(tmask, lp.squeeze(-1)))
+        if return_logits_at_targets:
+            packed.append(at_targets)
+    result = torch.cat(pieces, dim=0) if pieces else torch.zeros((0, L), device=device)
+    if return_logits_at_targets:
+        return result, torch.cat(packed, dim=0)
+    return result
+
+
+def step_logprob(token_lp: torch.Tensor, target_mask: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """``log pi(S_{j+1} | S_j)`` per row ``[M]``: sum over ``U_j`` (``"mean"``: divided by ``|U_j|``)."""
+    if reduction not in STEP_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {STEP_REDUCTIONS}, got {reduction!r}")
+    mask = target_mask.to(token_lp.dtype)
+    total = (token_lp * mask).sum(-1)
+    if reduction == "sum":
+        return total
+    count = mask.sum(-1)
+    if bool((count == 0).any()):
+        raise ValueError("reduction='mean' needs at least one target per row; some rows of target_mask are empty")
+    return total / count
+
+
+def clipped_surrogate(
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, eps_low: float = 0.2, eps_high: float = 0.5
+) -> torch.Tensor:
+    """PPO loss per row: ``-min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A)``, ``rho = exp(logp - old_logp)``."""
+    if eps_low < 0 or eps_high < 0 or eps_low >= 1:
+        raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low!r}, eps_high={eps_high!r}")
+    advantages = advantages.to(logp.dtype)
+    rho = torch.exp(logp - old_logp)
+    clipped = torch.clamp(rho, 1.0 - eps_low, 1.0 + eps_high)
+    return -torch.minimum(rho * advantages, clipped * advantages)
+
+
+def _masked_row_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(values.dtype)
+    count = mask.sum(-1)
+    if bool((count == 0).any()):
+        raise ValueError("mask has a row with no positions; the per-row mean is undefined")
+    return (values * mask).sum(-1) / count
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """k3 estimate of KL(pi_theta || pi_ref) per row: mean over ``mask`` of ``exp(d) - d - 1``, ``d = ref - logp``
+    (token log-probs ``[M, L]``; unbiased for the per-token KL when the tokens are drawn from pi_theta)."""
+    d = torch.where(mask, ref_logp - logp, torch.zeros((), dtype=logp.dtype, device=logp.device))
+    return _masked_row_mean(torch.exp(d) - d - 1.0, mask)
+
+
+def kl_exact(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Exact ``KL(pi_theta || pi_ref) = sum_v p log(p / q)`` per target position, averaged over ``mask`` per row
+    ``[M]``. ``logits``/``ref_logits`` are either ``[M, L, V]`` or packed ``[S, V]`` at ``mask.nonzero()``."""
+    if logits.shape != ref_logits.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and ref_logits {tuple(ref_logits.shape)} differ in shape")
+    if logits.dim() == 3:
+        logits, ref_logits = logits[mask], ref_logits[mask]
+    if logits.shape[0] != int(mask.sum()):
+        raise ValueError(f"packed logits have {logits.shape[0]} rows but mask selects {int(mask.sum())} positions")
+    dtype = score_dtype(logits)
+    logp = torch.log_softmax(logits.to(dtype), -1)
+    logq = torch.log_softmax(ref_logits.to(dtype), -1)
+    p = logp.exp()
+    per_pos = torch.where(p > 0, p * (logp - logq), torch.zeros((), dtype=dtype, device=p.device)).sum(-1)
+    full = torch.zeros(mask.shape, dtype=dtype, device=p.device).masked_scatter(mask, per_pos)
+    return _masked_row_mean(full, mask)
+
+
+def egspo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    kl: torch.Tensor | None = None,
+    *,
+    beta: float = 0.04,
+    eps_low: float = 0.2,
+    eps_high: float = 0.5,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean over valid rows of ``clipped_surrogate(logp, old_logp, A) + beta * kl`` (all inputs per row ``[M]``)."""
+    per_row = clipped_surrogate(logp, old_logp, advantages, eps_low, eps_high)
+    if kl is not None and beta != 0.0:
+        per_row = per_row + beta * kl
+    if valid is None:
+        return per_row.mean()
+    weight = valid.reshape(per_row.shape).to(per_row.dtype)
+    if float(weight.sum()) == 0.0:
+        raise ValueError("valid selects no rows")
+    return (per_row * weight).sum() / weight.sum()
+
+
+# ---- diffu-GRPO (d1) -----------------------------------------------------------------------------------------------
+
+
+def d1_sequence_logprobs(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion: torch.Tensor,
+    mask_token_id: int,
+    p_mask_prompt: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """d1's one-step estimate of per-token log-probs ``[N, L]``: one forward on the prompt with each real prompt
+    token independently replaced by the mask id with probability ``p_mask_prompt`` (a fresh mask per call) and the
+    completion fully masked; returns ``log p_theta(x_i | masked input)`` at every completion position."""
+    if not 0.0 <= p_mask_prompt <= 1.0:
+        raise ValueError(f"p_mask_prompt must lie in [0, 1], got {p_mask_prompt!r}")
+    if completion.dim() != 2 or prompt_ids.dim() != 2 or prompt_ids.shape[0] != completion.shape[0]:
+        raise ValueError(
+            f"prompt_ids [N, P] and completion [N, L] must share N, got {tuple(prompt_ids.shape)} and "
+            f"{tuple(completion.shape)}"
+        )
+    device = model_device(model, completion.device)
+    prompt_ids, prompt_mask, completion = prompt_ids.to(device), prompt_mask.to(device).bool(), completion.to(device)
+    draw = torch.rand(prompt_ids.shape, generator=generator, device=device)
+    hide = (draw < p_mask_prompt) & prompt_mask
+    noisy_prompt = torch.where(hide, mask_token_id, prompt_ids)
+    N, L = completion.shape
+    ids = torch.cat([noisy_prompt, torch.full_like(completion, mask_token_id)], dim=1)
+    attention = torch.cat([prompt_mask, torch.ones((N, L), dtype=torch.bool, device=device)], dim=1)
+    logits = forward_logits(model, ids, attention, accepts_attention_mask(model))[:, -L:, :]
+    logits = logits.to(score_dtype(logits))
+    return torch.log_softmax(logits, -1).gather(-1, completion.unsqueeze(-1)).squeeze(-1)
+
+
+def eos_completion_mask(completion: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
+    """``[N, L]`` bool: True up to and including the first EOS of each row (all True without EOS), as in d1/TRL."""
+    N, L = completion.shape
+    if eos_token_id is None:
+        return torch.ones_like(completion, dtype=torch.bool)
+    is_eos = completion == eos_token_id
+    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full((N,), L - 1, device=completion.device))
+    return torch.arange(L, device=completion.device).unsqueeze(0) <= first.unsqueeze(1)
+
+
+def d1_grpo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    completion_mask: torch.Tensor,
+    ref_logp: torch.Tensor | None = None,
+    *,
+    beta: float = 0.04,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+) -> torch.Tensor:
+    """diffu-GRPO loss: per token ``-min(rho_i A, clip(rho_i, 1-eps_low, 1+eps_high) A) + beta * k3_i`` with
+    ``rho_i = exp(logp_i - old_logp_i)``; masked mean over each completion's tokens, then mean over completions.
+    ``logp``/``old_logp``/``ref_logp``/``completion_mask`` are ``[N, L]``, ``advantages`` ``[N]``."""
+    if eps_low < 0 or eps_high < 0 or eps_low >= 1:
+        raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low!r}, eps_high={eps_high!r}")
+    A = advantages.to(logp.dtype).unsqueeze(1)
+    rho = torch.exp(logp - old_logp)
+    per_token = -torch.minimum(rho * A, torch.clamp(rho, 1.0 - eps_low, 1.0 + eps_high) * A)
+    if ref_logp is not None and beta != 0.0:
+        d = ref_logp - logp
+        per_token = per_token + beta * (torch.exp(d) - d - 1.0)
+    return _masked_row_mean(per_token, completion_mask.bool()).mean()

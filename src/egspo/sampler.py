@@ -1,0 +1,437 @@
+"""Masked-diffusion generation (LLaDA's semi-autoregressive block decoding) with trajectory capture.
+
+Steps are indexed forward: step ``j = 0 .. T-1`` maps state ``S_j`` to ``S_{j+1}``; ``S_0`` is the prompt plus L
+mask tokens and ``S_T`` the completion (the paper's ``s_t`` is ``S_{T-t}``). ``U_j`` is the set of positions
+committed at step ``j``.
+
+At step ``j`` (block ``b = j // (T / n_blocks)``) one forward pass on ``S_j`` gives logits ``z_i`` at every position.
+For every still-masked position ``i`` of block ``b`` a token is drawn by Gumbel-max,
+``x_i = argmax_v (z_iv / tau + g_iv)`` with ``g ~ Gumbel(0, 1)`` (``x_i = argmax_v z_iv`` at ``tau = 0``), and the
+``k_j`` positions to commit are
+
+* ``low_confidence``: the ``k_j`` largest ``p_theta(x_i | S_j) = softmax(z_i)[x_i]`` (temperature 1, as in LLaDA),
+* ``random``: ``k_j`` of the block's masked positions uniformly at random.
+
+What is kept per trajectory is O(T*L) integers and O(T) floats: the step at which each position was committed, the
+chosen-token log-probability ``log softmax(z_i)[x_i]`` at its commit step, ``log pi(S_{j+1} | S_j) = sum_{i in U_j}``
+of those, the step entropy ``H_j = mean_{i in U_j} H(softmax(z_i))`` and (optionally) the greedy fill
+``x_hat(S_j)`` (argmax at every masked position of ``S_j``, committed tokens kept), all from the same forward pass.
+No full-vocabulary distribution outlives its step.
+
+Which positions are masked is tracked by the commit steps, never by comparing tokens with the mask id, so a token
+equal to the mask id that the model happens to sample is committed like any other (the model then sees it as a mask,
+exactly as in LLaDA's sampler).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+
+REMASKING_METHODS = ("low_confidence", "random")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Generation settings. ``steps`` (T) must be a multiple of the number of blocks ``gen_length // block_length``
+    and give every step at least one token (``T / n_blocks <= block_length``)."""
+
+    gen_length: int
+    steps: int
+    block_length: int
+    mask_token_id: int
+    temperature: float = 0.0
+    remasking: str = "low_confidence"
+    pad_token_id: int | None = None
+    eos_token_id: int | None = None
+
+    def __post_init__(self) -> None:
+        step_schedule(self.gen_length, self.steps, self.block_length)  # validates the three lengths
+        if not isinstance(self.mask_token_id, int) or self.mask_token_id < 0:
+            raise ValueError(f"mask_token_id must be a non-negative int, got {self.mask_token_id!r}")
+        if not (self.temperature >= 0.0) or self.temperature == float("inf"):
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if self.remasking not in REMASKING_METHODS:
+            raise ValueError(f"remasking must be one of {REMASKING_METHODS}, got {self.remasking!r}")
+        if self.pad_token_id is not None and self.pad_token_id < 0:
+            raise ValueError(f"pad_token_id must be >= 0 or None, got {self.pad_token_id!r}")
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // self.block_length
+
+    @property
+    def steps_per_block(self) -> int:
+        return self.steps // self.num_blocks
+
+    @property
+    def pad_id(self) -> int:
+        """Token used for left padding of prompts (the mask id when ``pad_token_id`` is None)."""
+        return self.mask_token_id if self.pad_token_id is None else self.pad_token_id
+
+
+def step_schedule(gen_length: int, steps: int, block_length: int) -> torch.LongTensor:
+    """Tokens committed per step, ``[T]``: each of the ``L / B`` blocks gets ``T / (L / B)`` consecutive steps and
+    its B tokens are spread over them as evenly as possible, the remainder going to the first steps of the block.
+
+    Example: L=10, B=5, T=6 -> blocks of 3 steps committing 5 = 2+2+1 tokens: ``[2, 2, 1, 2, 2, 1]``.
+    """
+    for name, value in (("gen_length", gen_length), ("steps", steps), ("block_length", block_length)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if gen_length % block_length != 0:
+        raise ValueError(f"gen_length={gen_length} is not divisible by block_length={block_length}")
+    num_blocks = gen_length // block_length
+    if steps % num_blocks != 0:
+        raise ValueError(f"steps={steps} is not a multiple of the number of blocks gen_length/block_length={num_blocks}")
+    per_block = steps // num_blocks
+    if per_block > block_length:
+        raise ValueError(
+            f"steps={steps} gives {per_block} steps per block but a block has only block_length={block_length} "
+            "tokens; every step must commit at least one token"
+        )
+    base, remainder = divmod(block_length, per_block)
+    block = torch.full((per_block,), base, dtype=torch.long)
+    block[:remainder] += 1
+    return block.repeat(num_blocks)
+
+
+@dataclass
+class Rollout:
+    """N trajectories (N = prompts x G). Shapes: P prompt length (left padded), L completion, T steps."""
+
+    prompt_ids: torch.Tensor  # [N, P] long, left padded with config.pad_id
+    prompt_mask: torch.Tensor  # [N, P] bool, True on real prompt tokens
+    completion: torch.Tensor  # [N, L] long, S_T
+    commit_step: torch.Tensor  # [N, L] long, step j at which each position was committed
+    token_logprobs: torch.Tensor  # [N, L] float, log p_theta(x_i | S_j) at the commit step j (temperature 1)
+    step_logprobs: torch.Tensor  # [N, T] float, sum over U_j of token_logprobs
+    step_entropy: torch.Tensor  # [N, T] float, mean over U_j of the entropy of p_theta(. | S_j)
+    greedy_fill: torch.Tensor | None  # [N, T, L] long, x_hat(S_j)
+    config: SamplerConfig = field(repr=False)
+
+    def __len__(self) -> int:
+        return self.completion.shape[0]
+
+    def state(self, j: int) -> torch.Tensor:
+        """Completion part of ``S_j``, ``[N, L]``: committed tokens where ``commit_step < j``, the mask id elsewhere."""
+        T = self.config.steps
+        if not 0 <= int(j) <= T:
+            raise ValueError(f"state index j must be in [0, {T}], got {j!r}")
+        return torch.where(self.commit_step < int(j), self.completion, self.config.mask_token_id)
+
+    def states(self) -> torch.Tensor:
+        """All states ``S_0 .. S_T`` (completion part), ``[N, T+1, L]``."""
+        js = torch.arange(self.config.steps + 1, device=self.completion.device).view(1, -1, 1)
+        done = self.commit_step.unsqueeze(1) < js
+        return torch.where(done, self.completion.unsqueeze(1), self.config.mask_token_id)
+
+    def unmasked(self, j: int) -> torch.Tensor:
+        """``U_j`` as a bool mask ``[N, L]``."""
+        T = self.config.steps
+        if not 0 <= int(j) < T:
+            raise ValueError(f"step index j must be in [0, {T - 1}], got {j!r}")
+        return self.commit_step == int(j)
+
+    def to(self, device) -> Rollout:
+        moved = {
+            name: (getattr(self, name).to(device) if getattr(self, name) is not None else None)
+            for name in _TENSOR_FIELDS
+        }
+        return replace(self, **moved)
+
+    def index_select(self, idx) -> Rollout:
+        """Sub-batch of rows ``idx`` (a LongTensor, list of ints or bool mask), in that order."""
+        idx = torch.as_tensor(idx, device=self.completion.device)
+        if idx.dtype == torch.bool:
+            idx = idx.nonzero().squeeze(1)
+        picked = {
+            name: (getattr(self, name).index_select(0, idx) if getattr(self, name) is not None else None)
+            for name in _TENSOR_FIELDS
+        }
+        return replace(self, **picked)
+
+
+_TENSOR_FIELDS = (
+    "prompt_ids",
+    "prompt_mask",
+    "completion",
+    "commit_step",
+    "token_logprobs",
+    "step_logprobs",
+    "step_entropy",
+    "greedy_fill",
+)
+
+
+# ---- helpers shared with egspo.objective ---------------------------------------------------------------------------
+
+
+def model_device(model, fallback: torch.device | None = None) -> torch.device:
+    """The device of the model's first parameter (``fallback`` or CPU for a parameter-free module)."""
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return fallback if fallback is not None else torch.device("cpu")
+
+
+def accepts_attention_mask(model) -> bool:
+    """Whether ``model.forward`` has an ``attention_mask`` parameter (checked on the signature)."""
+    forward = getattr(model, "forward", model)
+    try:
+        return "attention_mask" in inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def forward_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pass_mask: bool):
+    """``model(input_ids=..., attention_mask=...).logits``; the mask is passed only when ``pass_mask`` and it
+    masks something (an all-ones mask is equivalent to none)."""
+    if pass_mask and attention_mask is not None and not bool(attention_mask.all()):
+        out = model(input_ids=input_ids, attention_mask=attention_mask.long())
+    else:
+        out = model(input_ids=input_ids)
+    logits = out.logits if hasattr(out, "logits") else out
+    if logits.dim() != 3 or logits.shape[:2] != input_ids.shape:
+        raise ValueError(
+            f"model logits must have shape [batch, seq, vocab] = [{input_ids.shape[0]}, {input_ids.shape[1]}, V], "
+            f"got {tuple(logits.shape)}"
+        )
+    return logits
+
+
+def vocab_size_of(model) -> int | None:
+    cfg = getattr(model, "config", None)
+    size = getattr(cfg, "vocab_size", None)
+    return int(size) if isinstance(size, int) else None
+
+
+def check_mask_id(model, mask_token_id: int, vocab_from_logits: int | None = None) -> None:
+    """ValueError when ``mask_token_id`` is outside ``[0, V)`` (V from ``model.config.vocab_size`` or the logits)."""
+    size = vocab_from_logits if vocab_from_logits is not None else vocab_size_of(model)
+    if size is not None and not 0 <= mask_token_id < size:
+        raise ValueError(f"mask_token_id={mask_token_id} is outside the model's vocabulary of size {size}")
+
+
+def score_dtype(t: torch.Tensor) -> torch.dtype:
+    """Float dtype for log-softmax arithmetic: at least float32 (float64 stays float64)."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """``H(softmax(z)) = -sum_v p_v log p_v`` over the last dim (0 * log 0 taken as 0)."""
+    logp = torch.log_softmax(logits, dim=-1)
+    p = logp.exp()
+    return -torch.where(p > 0, p * logp, torch.zeros((), dtype=p.dtype, device=p.device)).sum(-1)
+
+
+def pad_prompts(
+    prompt_ids: Sequence[Sequence[int]] | torch.Tensor,
+    pad_id: int,
+    prompt_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids [N, P], mask [N, P])``: lists of token ids are left padded with ``pad_id``; a tensor is taken as is
+    (all tokens real unless ``prompt_mask`` says otherwise)."""
+    if isinstance(prompt_ids, torch.Tensor):
+        if prompt_ids.dim() != 2 or prompt_ids.shape[0] == 0:
+            raise ValueError(f"prompt_ids must be a non-empty [N, P] tensor, got shape {tuple(prompt_ids.shape)}")
+        ids = prompt_ids.long()
+        if prompt_mask is None:
+            mask = torch.ones_like(ids, dtype=torch.bool)
+        else:
+            mask = torch.as_tensor(prompt_mask, device=ids.device).bool()
+            if mask.shape != ids.shape:
+                raise ValueError(f"prompt_mask shape {tuple(mask.shape)} != prompt_ids shape {tuple(ids.shape)}")
+        return ids, mask
+    prompts = [list(p) for p in prompt_ids]
+    if len(prompts) == 0:
+        raise ValueError("prompt_ids is an empty batch (no prompts)")
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.bool)
+    for row, p in enumerate(prompts):
+        if p:
+            ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[row, width - len(p) :] = True
+    return ids, mask
+
+
+# ---- generation ---------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate(
+    model,
+    prompt_ids: Sequence[Sequence[int]] | torch.Tensor,
+    config: SamplerConfig,
+    *,
+    generator: torch.Generator | None = None,
+    record_greedy_fill: bool = True,
+    prompt_mask: torch.Tensor | None = None,
+) -> Rollout:
+    """Generate one completion per prompt row with T forward passes of the whole batch; returns the trajectories.
+
+    ``prompt_ids``: a list of token-id lists (left padded here) or a ``[N, P]`` tensor (with ``prompt_mask`` marking
+    real tokens when it is padded). ``generator`` drives the Gumbel noise and random remasking (on the model's
+    device). Repeat a prompt G times in ``prompt_ids`` for a group of G completions.
+    """
+    ids, pmask = pad_prompts(prompt_ids, config.pad_id, prompt_mask)
+    device = model_device(model, ids.device)
+    ids, pmask = ids.to(device), pmask.to(device)
+    N, L, T = ids.shape[0], config.gen_length, config.steps
+    check_mask_id(model, config.mask_token_id)
+    tokens = torch.full((N, L), config.mask_token_id, dtype=torch.long, device=device)
+    commit_step = torch.full((N, L), T, dtype=torch.long, device=device)  # T = "not committed yet"
+    record = _Record(N, L, T, device, record_greedy_fill)
+    _denoise(model, ids, pmask, tokens, commit_step, torch.zeros(N, dtype=torch.long, device=device), config,
+             generator, record)
+    return Rollout(
+        prompt_ids=ids,
+        prompt_mask=pmask,
+        completion=tokens,
+        commit_step=commit_step,
+        token_logprobs=record.token_logprobs,
+        step_logprobs=record.step_logprobs,
+        step_entropy=record.step_entropy,
+        greedy_fill=record.greedy_fill,
+        config=config,
+    )
+
+
+@torch.no_grad()
+def continue_from(
+    model,
+    rollout: Rollout,
+    rows: torch.Tensor,
+    start_steps: torch.Tensor,
+    config: SamplerConfig | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.LongTensor:
+    """Finish partial trajectories: for each ``m``, take trajectory ``rows[m]`` of ``rollout`` at state
+    ``S_{start_steps[m]}`` and run steps ``start_steps[m] .. T-1`` with ``config`` (default: the rollout's; its
+    lengths, steps and mask id must match). Returns the final completions ``[M, L]``.
+
+    All M continuations run together: at step j one forward pass covers every row with ``start_steps <= j``. Rows
+    with ``start_steps == T`` are returned unchanged.
+    """
+    config = rollout.config if config is None else config
+    base = rollout.config
+    for name in ("gen_length", "steps", "block_length", "mask_token_id"):
+        if getattr(config, name) != getattr(base, name):
+            raise ValueError(f"config.{name}={getattr(config, name)!r} differs from the rollout's {getattr(base, name)!r}")
+    device = rollout.completion.device
+    rows = torch.as_tensor(rows, dtype=torch.long, device=device).reshape(-1)
+    start_steps = torch.as_tensor(start_steps, dtype=torch.long, device=device).reshape(-1)
+    if rows.shape != start_steps.shape:
+        raise ValueError(f"rows ({rows.numel()}) and start_steps ({start_steps.numel()}) must have the same length")
+    if rows.numel() == 0:
+        return torch.empty((0, config.gen_length), dtype=torch.long, device=device)
+    if int(rows.min()) < 0 or int(rows.max()) >= len(rollout):
+        raise ValueError(f"rows must index the rollout's {len(rollout)} trajectories, got range "
+                         f"[{int(rows.min())}, {int(rows.max())}]")
+    T = config.steps
+    if int(start_steps.min()) < 0 or int(start_steps.max()) > T:
+        raise ValueError(f"start_steps must lie in [0, {T}], got range [{int(start_steps.min())}, {int(start_steps.max())}]")
+    commit = rollout.commit_step.index_select(0, rows)
+    kept = commit < start_steps.unsqueeze(1)
+    tokens = torch.where(kept, rollout.completion.index_select(0, rows), config.mask_token_id)
+    commit_step = torch.where(kept, commit, torch.full_like(commit, T))
+    ids = rollout.prompt_ids.index_select(0, rows)
+    pmask = rollout.prompt_mask.index_select(0, rows)
+    _denoise(model, ids, pmask, tokens, commit_step, start_steps, config, generator, None)
+    return tokens
+
+
+class _Record:
+    """Per-trajectory outputs of `generate` (not used by `continue_from`)."""
+
+    def __init__(self, N: int, L: int, T: int, device, greedy: bool) -> None:
+        self.token_logprobs = torch.zeros((N, L), dtype=torch.float32, device=device)
+        self.step_logprobs = torch.zeros((N, T), dtype=torch.float32, device=device)
+        self.step_entropy = torch.zeros((N, T), dtype=torch.float32, device=device)
+        self.greedy_fill = torch.zeros((N, T, L), dtype=torch.long, device=device) if greedy else None
+
+
+def _denoise(model, prompt_ids, prompt_mask, tokens, commit_step, start_steps, config, generator, record) -> None:
+    """Run steps ``min(start_steps) .. T-1`` in place on ``tokens``/``commit_step`` (``commit_step == T`` marks a
+    masked position). Row n takes part in step j iff ``start_steps[n] <= j``."""
+    N, P = prompt_ids.shape
+    L, T, B = config.gen_length, config.steps, config.block_length
+    device = tokens.device
+    schedule = step_schedule(L, T, B).tolist()
+    per_block = config.steps_per_block
+    tau = float(config.temperature)
+    pass_mask = accepts_attention_mask(model)
+    x = torch.cat([prompt_ids, tokens], dim=1)  # [N, P+L] the model input S_j
+    attention = torch.cat([prompt_mask, torch.ones((N, L), dtype=torch.bool, device=device)], dim=1)
+    first = int(start_steps.min())
+    vocab_checked = False
+    for j in range(first, T):
+        active = start_steps <= j
+        all_active = bool(active.all())
+        rows = None if all_active else active.nonzero().squeeze(1)
+        x_in = x if rows is None else x.index_select(0, rows)
+        att_in = attention if rows is None else attention.index_select(0, rows)
+        masked = (commit_step if rows is None else commit_step.index_select(0, rows)) == T  # [n, L]
+        logits = forward_logits(model, x_in, att_in, pass_mask)  # [n, P+L, V]
+        V = logits.shape[-1]
+        if not vocab_checked:
+            check_mask_id(model, config.mask_token_id, V)
+            vocab_checked = True
+        n = x_in.shape[0]
+        k = schedule[j]
+        lo = (j // per_block) * B
+        # Masked positions of the current block; every row has the same count (the schedule is shared).
+        cand = masked[:, lo : lo + B]
+        m = int(cand[0].sum())
+        positions = cand.nonzero()[:, 1].view(n, m) + lo  # [n, m] completion positions, ascending
+        if m < k:
+            raise RuntimeError(f"step {j}: {m} masked positions left in the block but the schedule commits {k}")
+        block_logits = logits[:, P:, :].gather(1, positions.unsqueeze(-1).expand(n, m, V))
+        block_logits = block_logits.to(score_dtype(block_logits))  # [n, m, V]
+        lse = torch.logsumexp(block_logits, dim=-1)  # [n, m]
+        if tau == 0.0:
+            sampled = block_logits.argmax(-1)
+        else:
+            u = torch.rand(block_logits.shape, generator=generator, device=device, dtype=block_logits.dtype)
+            gumbel = -torch.log(-torch.log(u))
+            sampled = (block_logits / tau + gumbel).argmax(-1)
+            del u, gumbel
+        chosen_lp = block_logits.gather(-1, sampled.unsqueeze(-1)).squeeze(-1) - lse  # [n, m]
+        if config.remasking == "low_confidence":
+            confidence = chosen_lp  # log p is monotone in p = softmax(z)[x]
+        else:
+            confidence = torch.rand((n, m), generator=generator, device=device)
+        pick = confidence.topk(k, dim=1).indices  # [n, k] indices into the m candidates
+        commit_pos = positions.gather(1, pick)  # [n, k]
+        commit_tok = sampled.gather(1, pick)
+        if record is not None:
+            lp_k = chosen_lp.gather(1, pick)
+            ent_k = entropy_from_logits(block_logits.gather(1, pick.unsqueeze(-1).expand(n, k, V)))
+            if record.greedy_fill is not None:
+                greedy = logits[:, P:, :].argmax(-1)  # [n, L]
+                fill = torch.where(masked, greedy, x_in[:, P:])
+            if rows is None:
+                record.token_logprobs.scatter_(1, commit_pos, lp_k.float())
+                record.step_logprobs[:, j] = lp_k.sum(1).float()
+                record.step_entropy[:, j] = ent_k.mean(1).float()
+                if record.greedy_fill is not None:
+                    record.greedy_fill[:, j] = fill
+            else:
+                record.token_logprobs[rows.unsqueeze(1), commit_pos] = lp_k.float()
+                record.step_logprobs[rows, j] = lp_k.sum(1).float()
+                record.step_entropy[rows, j] = ent_k.mean(1).float()
+                if record.greedy_fill is not None:
+                    record.greedy_fill[rows, j] = fill
+        del logits, block_logits
+        if rows is None:
+            x.scatter_(1, commit_pos + P, commit_tok)
+            commit_step.scatter_(1, commit_pos, j)
+        else:
+            x[rows.unsqueeze(1), commit_pos + P] = commit_tok
+            commit_step[rows.unsqueeze(1), commit_pos] = j
+    tokens.copy_(x[:, P:])
