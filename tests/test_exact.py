@@ -8,7 +8,15 @@ import torch
 
 from egspo.exact import (EnumerablePolicy, ExactProblem, chi2_sf, enumerate_trajectories, match_reward,
                          table_reward)
+from egspo.gradcheck import single_thread
 from egspo.sampler import SamplerConfig, generate
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids spinning threads on a shared machine."""
+    with single_thread():
+        yield
 
 
 def make_problem(vocab=3, L=3, T=3, B=3, seed=0, reward="table", remasking="random", prompt=(0,)):

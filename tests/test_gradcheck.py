@@ -11,12 +11,19 @@ import torch
 from egspo.advantages import stepwise_returns
 from egspo.cli import main
 from egspo.exact import estimator_stats, library_step_scores, row_jacobian
-from egspo.gradcheck import COLUMNS, Setting, build_problem, gradcheck_rows
+from egspo.gradcheck import COLUMNS, Setting, build_problem, gradcheck_rows, single_thread
 from egspo.objective import step_batch, step_logprob, token_logprobs
 from egspo.sampler import SamplerConfig, generate
 from egspo.selection import select_steps
 
 LAMS = [0.0, 0.5, 1.0, 2.0]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids spinning threads on a shared machine."""
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
