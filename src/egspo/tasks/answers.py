@@ -1,0 +1,116 @@
+"""Shared pieces of the task modules: the d1-family system prompt, the tiny alphabet, answer-tag and ``\\boxed{}``
+extraction, and digit normalisation.
+
+Conventions of our (intended-semantics) graders, used by every task:
+
+- The answer is the content of the LAST *closed* ``<answer>...</answer>`` block (the d1 training rewards read the last
+  block; the reasoning may quote drafts). An unclosed ``<answer>`` is not an answer.
+- Any Unicode decimal digit (category Nd: fullwidth, Arabic-Indic, ...) is read as the same ASCII digit; superscripts
+  and other digit-like symbols are not decimal digits and are left alone.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+
+#: The d1 family's system prompt (the response format every d1-style prompt asks for).
+SYSTEM_PROMPT = (
+    "Respond in the following format:\n"
+    "<reasoning>\n"
+    "...\n"
+    "</reasoning>\n"
+    "<answer>\n"
+    "...\n"
+    "</answer>\n"
+)
+
+#: Characters the tiny preset's prompts and targets may use (plus the special tokens below). The tiny tokenizer is
+#: character-level over exactly this alphabet.
+TINY_ALPHABET = "0123456789+-*/()=.,:; abcdefghijklmnopqrstuvwxyz"
+#: Multi-character special tokens of the tiny tokenizer that completions contain.
+ANSWER_OPEN = "<answer>"
+ANSWER_CLOSE = "</answer>"
+
+_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def answer_blocks(text: str) -> list[str]:
+    """Contents of every closed ``<answer>...</answer>`` block, left to right (non-overlapping, shortest match)."""
+    return _ANSWER_BLOCK.findall(text)
+
+
+def last_answer(text: str) -> str | None:
+    """Content of the last closed answer block, stripped; ``None`` if there is none."""
+    blocks = answer_blocks(text)
+    return blocks[-1].strip() if blocks else None
+
+
+def boxed_contents(text: str, commands: tuple[str, ...] = ("\\boxed", "\\fbox")) -> list[str]:
+    """Contents of every brace-balanced ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, left to right.
+
+    An unbalanced ``\\boxed{`` yields nothing; nested boxes yield the outer content (``\\boxed{\\boxed{x}}`` ->
+    ``\\boxed{x}``; apply :func:`unbox` to strip all layers)."""
+    out: list[str] = []
+    pos = 0
+    pattern = re.compile("(?:" + "|".join(re.escape(c) for c in commands) + r")\s*\{")
+    while True:
+        m = pattern.search(text, pos)
+        if m is None:
+            return out
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+            i += 1
+        if depth:  # unbalanced: no later box can close either
+            return out
+        out.append(text[m.end() : i - 1])
+        pos = i
+
+
+_BOX_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
+def unbox(text: str) -> str:
+    """Strip the ``\\boxed{...}`` / ``\\fbox{...}`` layers that wrap the whole (stripped) text."""
+    text = text.strip()
+    while (m := _BOX_START.match(text)) is not None:
+        boxes = boxed_contents(text)
+        if not boxes or m.end() + len(boxes[0]) + 1 != len(text):
+            break
+        text = boxes[0].strip()
+    return text
+
+
+def ascii_digits(text: str) -> str:
+    """Replace every Unicode decimal digit (category Nd) by its ASCII digit."""
+    if text.isascii():
+        return text
+    return "".join(str(unicodedata.decimal(ch)) if unicodedata.category(ch) == "Nd" else ch for ch in text)
+
+
+def chat_prompt(content: str, tokenizer: Any = None) -> str:
+    """``content`` as one user turn, through the tokenizer's chat template when it has one."""
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+    return content
+
+
+def check_tiny_text(text: str) -> str:
+    """Return ``text`` if it uses only :data:`TINY_ALPHABET`, else raise ValueError naming the first bad character."""
+    bad = [ch for ch in text if ch not in TINY_ALPHABET]
+    if bad:
+        raise ValueError(f"tiny-style text {text!r} uses {bad[0]!r}, outside the tiny alphabet {TINY_ALPHABET!r}")
+    return text
+
+
+def check_style(style: str) -> str:
+    if style not in ("d1", "tiny"):
+        raise ValueError(f"style must be 'd1' or 'tiny', got {style!r}")
+    return style

@@ -1,0 +1,147 @@
+"""MATH-500: data, the d1 prompt, reward and a math-verify grader.
+
+Rows use the MATH-500 schema: ``problem``, ``solution``, ``answer`` (plus ``subject``, ``level``, ``unique_id``).
+Training rows come from the MATH training problems the d1 family uses (``ankner/math-500``, split ``train``); where a
+row has no ``answer`` field it is the last ``\\boxed{}`` of its ``solution``. There is no tiny style.
+
+Answer extraction (intended semantics; see docs/graders.md): the final answer is the last ``\\boxed{...}`` inside the
+last closed ``<answer>`` block, or that block's whole text if it has no box; without a closed answer block, the last
+``\\boxed{...}`` of the completion (the prompt asks for the box); otherwise there is no answer. Equivalence with the
+gold ``answer`` is decided by ``math_verify.verify(parse("$gold$"), parse(prediction))`` (no hand-written
+normaliser). Reward: format 0.5 when the last closed answer block contains a non-empty ``\\boxed{}``, + 2.0 when
+correct.
+
+math-verify bounds its own parsing and verification with ``signal.alarm``, which only works in the main thread. In the
+main thread we keep those timeouts; in any other thread we switch them off and run the check in a daemon worker thread
+that the caller waits for at most ``MATH_VERIFY_TIMEOUT`` seconds (an unfinished check counts as incorrect).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from egspo.tasks.answers import SYSTEM_PROMPT, boxed_contents, chat_prompt, check_style, last_answer, unbox
+from egspo.tasks.base import Row, Task
+from egspo.tasks.sources import carve_validation, check_split, hub_rows, is_path_source, read_table
+
+TEST_HUB_ID = "HuggingFaceH4/MATH-500"
+TRAIN_HUB_ID = "ankner/math-500"
+HUB_VALIDATION_SIZE = 256
+MATH_VERIFY_TIMEOUT = 5
+#: predictions longer than this are not final answers (and would make math-verify slow and its logs huge)
+MAX_ANSWER_CHARS = 1000
+
+D1_INSTRUCTIONS = (
+    "You are a math expert. You will be given a question to solve. Solve it step by step. "
+    "Wrap the final answer in a \\boxed{}. \nRespond in the format specified above.\n\n"
+)
+
+
+def extract_prediction(completion: str) -> str | None:
+    """The final-answer text (see the module docstring), without its box; ``None`` if there is none."""
+    block = last_answer(completion)
+    if block is not None:
+        boxes = boxed_contents(block)
+        text = unbox(boxes[-1]) if boxes else block
+    else:
+        boxes = boxed_contents(completion)
+        if not boxes:
+            return None
+        text = unbox(boxes[-1])
+    text = text.strip()
+    return text if text else None
+
+
+def _verify_now(gold: str, prediction: str, timeout: int | None) -> bool:
+    from math_verify import parse, verify
+
+    gold_parsed = parse(f"${gold}$", parsing_timeout=timeout)
+    pred_parsed = parse(prediction if "$" in prediction else f"${prediction}$", parsing_timeout=timeout)
+    if not gold_parsed or not pred_parsed:
+        return False
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
+
+
+def is_equivalent(gold: str, prediction: str | None) -> bool:
+    """math-verify equivalence of ``prediction`` to ``gold``; never raises, never blocks longer than the timeout."""
+    if prediction is None or len(prediction) > MAX_ANSWER_CHARS:
+        return False
+    try:
+        if threading.current_thread() is threading.main_thread():
+            return _verify_now(gold, prediction, MATH_VERIFY_TIMEOUT)
+        result: list[bool] = []
+
+        def work() -> None:
+            try:
+                result.append(_verify_now(gold, prediction, None))
+            except Exception:  # any math-verify/sympy failure is "not equivalent"
+                result.append(False)
+
+        worker = threading.Thread(target=work, daemon=True, name="math-verify")
+        worker.start()
+        worker.join(MATH_VERIFY_TIMEOUT)
+        return bool(result and result[0])
+    except Exception:
+        return False
+
+
+def has_boxed_answer(completion: str) -> bool:
+    block = last_answer(completion)
+    return block is not None and any(b.strip() for b in boxed_contents(block))
+
+
+def normalize(row: Row, where: str) -> Row:
+    if "answer" in row:
+        return row
+    boxes = boxed_contents(str(row.get("solution", "")), commands=("\\boxed",))
+    if not boxes:
+        raise ValueError(f"{where}: missing field 'answer' and no \\boxed{{}} in 'solution'")
+    return {**row, "answer": unbox(boxes[-1])}
+
+
+class Math500Task(Task):
+    name = "math500"
+    required_fields = ("answer",)
+
+    def load(self, split: str, source: str = "hub", **kwargs: Any) -> list[Row]:
+        check_split(split)
+        if source == "tiny":
+            raise ValueError("math500 has no tiny-preset generator (the tiny preset uses sudoku and countdown)")
+        if is_path_source(source):
+            rows = read_table(source)
+        elif split == "test":
+            rows = hub_rows(TEST_HUB_ID, None, "test")
+        else:
+            train, validation = carve_validation(hub_rows(TRAIN_HUB_ID, None, "train"),
+                                                 kwargs.get("n_validation", HUB_VALIDATION_SIZE), kwargs.get("seed", 0))
+            rows = train if split == "train" else validation
+        out = []
+        for i, row in enumerate(rows):
+            if "problem" not in row:
+                raise ValueError(f"math500 {source} row {i}: missing field 'problem'")
+            out.append(normalize(row, f"math500 {source} row {i}"))
+        return out
+
+    def prompt(self, row: Row, style: str = "d1", tokenizer: Any = None) -> str:
+        if check_style(style) == "tiny":
+            raise ValueError("math500 has no tiny prompt style (the tiny preset uses sudoku and countdown)")
+        return chat_prompt(SYSTEM_PROMPT + "\n\n" + D1_INSTRUCTIONS + row["problem"], tokenizer)
+
+    def target(self, row: Row, style: str = "tiny") -> str:
+        if check_style(style) == "tiny":
+            raise ValueError("math500 has no tiny style")
+        return f"<reasoning>\n{row.get('solution', '').strip()}\n</reasoning>\n<answer>\n\\boxed{{{row['answer']}}}\n</answer>"
+
+    def reward(self, completion: str, row: Row) -> float:
+        return self.grade(completion, row)["reward"]
+
+    def grade(self, completion: str, row: Row) -> dict[str, Any]:
+        prediction = extract_prediction(completion)
+        correct = is_equivalent(str(row["answer"]), prediction)
+        fmt = 0.5 if has_boxed_answer(completion) else 0.0
+        return {"correct": correct, "reward": fmt + (2.0 if correct else 0.0), "extracted": prediction,
+                "reward_components": {"format_reward": fmt, "correctness_reward": 2.0 if correct else 0.0}}
+
+
+TASK = Math500Task()

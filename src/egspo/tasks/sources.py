@@ -1,0 +1,123 @@
+"""Where task rows come from: the Hugging Face hub (``datasets.load_dataset``), files fetched by URL and cached, and
+local files in the original schemas. Shared by the task modules; no task logic here."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+SPLITS = ("train", "validation", "test")
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    return split
+
+
+def cache_dir() -> Path:
+    """``$EGSPO_CACHE``, else ``$HF_HOME/egspo``, else ``~/.cache/egspo``."""
+    if os.environ.get("EGSPO_CACHE"):
+        return Path(os.environ["EGSPO_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "egspo"
+    return Path.home() / ".cache" / "egspo"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fetch_url(url: str, filename: str, sha256: str | None = None, timeout: float = 60.0) -> Path:
+    """The cached copy of ``url`` (downloaded once into :func:`cache_dir`), checked against ``sha256`` if given.
+
+    Raises RuntimeError with the URL and the cache path when the file cannot be fetched (e.g. offline)."""
+    target = cache_dir() / filename
+    if target.is_file() and (sha256 is None or _sha256(target) == sha256):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".part{os.getpid()}")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            out.write(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(
+            f"could not download {url} ({exc}); this needs network access once. Place the file at {target} "
+            f"or pass the path of a local copy as the data source"
+        ) from exc
+    if sha256 is not None and _sha256(tmp) != sha256:
+        got = _sha256(tmp)
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"{url}: sha256 {got} does not match the pinned {sha256}; refusing a changed file")
+    os.replace(tmp, target)
+    return target
+
+
+def read_table(path: str | os.PathLike) -> list[Row]:
+    """Rows of a local file in its original schema: ``.csv`` (every value a string, so ``0140...`` keeps its zeros),
+    ``.jsonl`` / ``.json`` (one object per line, or one JSON list), ``.parquet``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"data file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            return [dict(r) for r in csv.DictReader(f)]
+    if suffix in (".jsonl", ".json"):
+        text = path.read_text(encoding="utf-8")
+        if text.lstrip().startswith("["):
+            rows = json.loads(text)
+        else:
+            rows = []
+            for lineno, line in enumerate(text.splitlines(), 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+        if not all(isinstance(r, dict) for r in rows):
+            raise ValueError(f"{path}: every row must be a JSON object")
+        return rows
+    if suffix == ".parquet":
+        import datasets
+
+        return [dict(r) for r in datasets.load_dataset("parquet", data_files=str(path), split="train")]
+    raise ValueError(f"data file {str(path)!r}: unsupported extension {suffix!r} (use .csv, .jsonl, .json, .parquet)")
+
+
+def hub_rows(hub_id: str, config: str | None, split: str) -> list[Row]:
+    """Rows of ``split`` of a Hugging Face dataset, through ``datasets.load_dataset``."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(hub_id, config, split=split)
+    except Exception as exc:  # datasets raises many types (ConnectionError, FileNotFoundError, DatasetNotFoundError)
+        raise RuntimeError(
+            f"could not load split {split!r} of {hub_id!r} (config {config!r}) with datasets.load_dataset: {exc}. "
+            f"This needs the hub (or its cache); pass a local file in the original schema as the source instead"
+        ) from exc
+    return [dict(r) for r in ds]
+
+
+def carve_validation(rows: list[Row], n_validation: int, seed: int = 0) -> tuple[list[Row], list[Row]]:
+    """Split ``rows`` into (train, validation): ``n_validation`` rows drawn with ``random.Random(seed)``, disjoint
+    from the remaining train rows, both kept in their original order."""
+    if not 0 <= n_validation <= len(rows):
+        raise ValueError(f"n_validation must be in [0, {len(rows)}], got {n_validation}")
+    picked = set(random.Random(seed).sample(range(len(rows)), n_validation))
+    train = [r for i, r in enumerate(rows) if i not in picked]
+    validation = [r for i, r in enumerate(rows) if i in picked]
+    return train, validation
+
+
+def is_path_source(source: str) -> bool:
+    return source not in ("hub", "tiny")
