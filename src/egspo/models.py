@@ -125,8 +125,9 @@ def detect_family(path_or_hub_id: str | os.PathLike, config: Any = None) -> Mode
             return FAMILIES["masked_lm"]
         raise ValueError(f"unknown model family in {path}/config.json: model_type={model_type!r}; "
                          f"known: {', '.join(t for f in FAMILIES.values() for t in f.model_types)} or a *ForMaskedLM")
+    known = ", ".join(h for f in FAMILIES.values() for h in f.hub_ids)
     raise ValueError(f"model {name!r}: not a local model / adapter directory (no config.json or "
-                     f"adapter_config.json) and not a known hub id ({', '.join(h for f in FAMILIES.values() for h in f.hub_ids)})")
+                     f"adapter_config.json) and not a known hub id ({known})")
 
 
 def _family_by_name(name: str) -> ModelFamily:
@@ -243,8 +244,8 @@ def tiny_config(vocab_size: int, *, hidden_size: int = 128, num_layers: int = 4,
         rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 10_000.0},
                          "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}},
         local_attention=2 * max_len,  # unused (no sliding layers); kept >= the sequence length regardless
-        pad_token_id=pad_token_id, eos_token_id=eos_token_id, mask_token_id=mask_token_id, bos_token_id=None, cls_token_id=None,
-        sep_token_id=None, sparse_prediction=False, attention_dropout=0.0, embedding_dropout=0.0,
+        pad_token_id=pad_token_id, eos_token_id=eos_token_id, mask_token_id=mask_token_id, bos_token_id=None,
+        cls_token_id=None, sep_token_id=None, sparse_prediction=False, attention_dropout=0.0, embedding_dropout=0.0,
         mlp_dropout=0.0, tie_word_embeddings=True,
     )
 

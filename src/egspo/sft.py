@@ -381,5 +381,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = ["DEFAULT_EPS", "SFTExample", "TargetTooLongError", "build_examples", "collate", "encode_example",
-           "evaluate_loss",
-           "masked_diffusion_loss", "read_jsonl", "sample_noise", "sft_loss", "train"]
+           "evaluate_loss", "masked_diffusion_loss", "read_jsonl", "sample_noise", "sft_loss", "train"]
