@@ -52,6 +52,17 @@ def test_library_scores_equal_exact_scores(problem):
     assert scores.abs().max().item() > 0.1
 
 
+def test_chunked_jacobians_agree(problem):
+    """Scores computed over small chunks of trajectories equal those of one big chunk."""
+    rollout = problem.rollout()
+    lp_a, sc_a = library_step_scores(problem.model, rollout, problem.params, chunk_rows=7)
+    lp_b, sc_b = library_step_scores(problem.model, rollout, problem.params, chunk_rows=10_000)
+    assert torch.allclose(lp_a, lp_b, atol=1e-14, rtol=0) and torch.allclose(sc_a, sc_b, atol=1e-13, rtol=0)
+    ex_a = problem.exact_step_scores("low_confidence", chunk_rows=7)
+    ex_b = problem.exact_step_scores("low_confidence", chunk_rows=10_000)
+    assert torch.allclose(ex_a, ex_b, atol=1e-12, rtol=0)
+
+
 def test_all_steps_are_unbiased_with_random_remasking(rows):
     """The issue's done-criterion: all steps, random remasking, every state-dependent baseline and lambda."""
     chosen = pick(rows, selection="all", remasking="random", score="library")

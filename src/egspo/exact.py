@@ -236,52 +236,63 @@ class ExactProblem:
         self.masked_in_block = [self.B - c for c in committed_before]
 
     # --- policy on every state ------------------------------------------------------------------------------
-    def step_log_probs(self) -> torch.Tensor:
-        """``[N, T, L, V]``: log p_theta(. | S_j) over the real tokens at every completion position (graph kept)."""
-        n_rows = self.N * self.T
-        ids = torch.cat([self.prompt.expand(n_rows, -1), self.states[:, :self.T].reshape(n_rows, self.L)], dim=1)
+    def _rows(self, idx: torch.Tensor | None) -> torch.Tensor:
+        return torch.arange(self.N) if idx is None else torch.as_tensor(idx, dtype=torch.long)
+
+    def step_log_probs(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """``[n, T, L, V]``: log p_theta(. | S_j) over the real tokens at every completion position (graph kept),
+        for the trajectories ``idx`` (all when None)."""
+        idx = self._rows(idx)
+        n, n_rows = len(idx), len(idx) * self.T
+        ids = torch.cat([self.prompt.expand(n_rows, -1), self.states[idx, :self.T].reshape(n_rows, self.L)], dim=1)
         logits = self.model(input_ids=ids).logits[:, len(self.prompt):, :]
         logp = torch.log_softmax(logits.to(torch.float64), dim=-1)
         if bool((logp[..., self.mask_id] > -700).any()):
             raise ValueError("the model gives the mask token non-zero probability; exact enumeration needs zero")
         real = torch.cat([logp[..., :self.mask_id], logp[..., self.mask_id + 1:]], dim=-1)
-        return real.view(self.N, self.T, self.L, self.vocab)
+        return real.view(n, self.T, self.L, self.vocab)
 
-    def terms(self, logp: torch.Tensor | None = None) -> TrajectoryTerms:
-        """Token / step log-probs, step entropies and greedy fills of every trajectory (differentiable log-probs)."""
-        logp = self.step_log_probs() if logp is None else logp
-        c = self.commit_step
-        at_commit = logp.gather(1, c.view(self.N, 1, self.L, 1).expand(-1, 1, -1, self.vocab)).squeeze(1)
-        token_lp = at_commit.gather(-1, self.completion.unsqueeze(-1)).squeeze(-1)  # [N, L]
+    def terms(self, logp: torch.Tensor | None = None, idx: torch.Tensor | None = None) -> TrajectoryTerms:
+        """Token / step log-probs, step entropies and greedy fills of the trajectories ``idx`` (all when None;
+        ``logp`` must then be ``step_log_probs(idx)``); the log-probs are differentiable."""
+        idx = self._rows(idx)
+        logp = self.step_log_probs(idx) if logp is None else logp
+        c = self.commit_step[idx]
+        at_commit = logp.gather(1, c.view(len(idx), 1, self.L, 1).expand(-1, 1, -1, self.vocab)).squeeze(1)
+        token_lp = at_commit.gather(-1, self.completion[idx].unsqueeze(-1)).squeeze(-1)  # [n, L]
         onehot = (c.unsqueeze(1) == torch.arange(self.T).view(1, -1, 1)).to(torch.float64)  # [N, T, L]
         step_lp = (onehot * token_lp.unsqueeze(1)).sum(-1)
         with torch.no_grad():
             ent = -(logp.exp() * logp).sum(-1)  # [N, T, L]
             step_ent = (onehot * ent).sum(-1) / onehot.sum(-1)
-            masked = self.states[:, :self.T] == self.mask_id
-            greedy = torch.where(masked, logp.argmax(-1), self.states[:, :self.T])
+            states = self.states[idx, :self.T]
+            masked = states == self.mask_id
+            greedy = torch.where(masked, logp.argmax(-1), states)
         return TrajectoryTerms(token_lp, step_lp, step_ent, greedy)
 
     # --- exact transition probabilities ---------------------------------------------------------------------
-    def step_probs(self, remasking: str, logp: torch.Tensor | None = None,
-                   terms: TrajectoryTerms | None = None) -> torch.Tensor:
-        """``[N, T]``: exact ``P(S_{j+1} | S_j)`` of every step under ``remasking`` (differentiable)."""
-        logp = self.step_log_probs() if logp is None else logp
-        terms = self.terms(logp) if terms is None else terms
+    def step_probs(self, remasking: str, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """``[n, T]``: exact ``P(S_{j+1} | S_j)`` of every step of the trajectories ``idx`` (all when None) under
+        ``remasking`` (differentiable)."""
+        if remasking not in ("random", "low_confidence"):
+            raise ValueError(f"remasking must be 'random' or 'low_confidence', got {remasking!r}")
+        idx = self._rows(idx)
+        logp = self.step_log_probs(idx)
+        terms = self.terms(logp, idx)
         if remasking == "random":
             choose = torch.tensor([math.comb(m, k) for m, k in zip(self.masked_in_block, self.schedule)],
                                   dtype=torch.float64)
             return terms.step_logprobs.exp() / choose
-        if remasking == "low_confidence":
-            return torch.stack([self._low_confidence_step(j, logp, terms) for j in range(self.T)], dim=1)
-        raise ValueError(f"remasking must be 'random' or 'low_confidence', got {remasking!r}")
+        return torch.stack([self._low_confidence_step(j, logp, terms, idx) for j in range(self.T)], dim=1)
 
-    def _low_confidence_step(self, j: int, logp: torch.Tensor, terms: TrajectoryTerms) -> torch.Tensor:
-        n, b = self.N, self.step_block[j]
+    def _low_confidence_step(self, j: int, logp: torch.Tensor, terms: TrajectoryTerms, idx: torch.Tensor
+                             ) -> torch.Tensor:
+        n, b = len(idx), self.step_block[j]
         in_block = torch.zeros(self.L, dtype=torch.bool)
         in_block[b * self.B:(b + 1) * self.B] = True
-        committed = self.commit_step == j
-        others = (self.commit_step > j) & in_block  # O_j: masked in the block, left masked
+        commit_step = self.commit_step[idx]
+        committed = commit_step == j
+        others = (commit_step > j) & in_block  # O_j: masked in the block, left masked
         q = self.masked_in_block[j] - self.schedule[j]
         p_commit = terms.token_logprobs.exp()
         conf_min = torch.where(committed, p_commit, torch.full_like(p_commit, math.inf)).min(-1).values  # [N]
@@ -324,12 +335,16 @@ class ExactProblem:
         value = torch.where(mass > 0, reward_mass / mass.clamp_min(1e-300), torch.zeros_like(mass))
         return value[inverse].view(self.N, self.T)
 
-    def exact_step_scores(self, remasking: str) -> torch.Tensor:
-        """``[N, T, D]``: ``grad log P(S_{j+1} | S_j)`` of the exact transition (0 where the step has P = 0)."""
-        step_p = self.step_probs(remasking)
-        jac = row_jacobian(step_p.reshape(-1), self.params).view(self.N, self.T, -1)
-        p = step_p.detach().unsqueeze(-1)
-        return torch.where(p > 0, jac / p.clamp_min(1e-300), torch.zeros_like(jac))
+    def exact_step_scores(self, remasking: str, chunk_rows: int = 512) -> torch.Tensor:
+        """``[N, T, D]``: ``grad log P(S_{j+1} | S_j)`` of the exact transition (0 where the step has P = 0),
+        computed over chunks of about ``chunk_rows`` (trajectory, step) rows."""
+        out = []
+        for idx in trajectory_chunks(self.N, self.T, chunk_rows):
+            step_p = self.step_probs(remasking, idx)
+            jac = row_jacobian(step_p.reshape(-1), self.params).view(len(idx), self.T, -1)
+            p = step_p.detach().unsqueeze(-1)
+            out.append(torch.where(p > 0, jac / p.clamp_min(1e-300), torch.zeros_like(jac)))
+        return torch.cat(out)
 
     # --- the library's view --------------------------------------------------------------------------------
     def rollout(self, remasking: str | None = None):
@@ -360,18 +375,31 @@ class ExactProblem:
         return torch.tensor(out, dtype=torch.long)
 
 
-def library_step_scores(model: nn.Module, rollout, params: Sequence[torch.Tensor] | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+def library_step_scores(model: nn.Module, rollout, params: Sequence[torch.Tensor] | None = None,
+                        chunk_rows: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """The library objective's per-step scores on every step of ``rollout``: ``(logpi [N, T], grad logpi
-    [N, T, D])`` with ``log pi(S_{j+1} | S_j) = step_logprob(token_logprobs(model, step_batch(rollout, j)), U_j)``."""
+    [N, T, D])`` with ``log pi(S_{j+1} | S_j) = step_logprob(token_logprobs(model, step_batch(rollout, j)), U_j)``,
+    over sub-rollouts of about ``chunk_rows`` (trajectory, step) rows (the Jacobian costs O(rows^2) per chunk)."""
     from egspo.objective import step_batch, step_logprob, token_logprobs
 
     n, steps = rollout.completion.shape[0], rollout.config.steps
     params = [p for p in model.parameters() if p.requires_grad] if params is None else list(params)
-    batch = step_batch(rollout, torch.arange(steps).expand(n, steps).contiguous())
-    ell = step_logprob(token_logprobs(model, batch), batch.target_mask, reduction="sum")
-    jac = row_jacobian(ell, params)
-    return ell.detach().view(n, steps), jac.view(n, steps, -1)
+    values, jacs = [], []
+    for idx in trajectory_chunks(n, steps, chunk_rows):
+        part = rollout.index_select(idx)
+        batch = step_batch(part, torch.arange(steps).expand(len(idx), steps).contiguous())
+        ell = step_logprob(token_logprobs(model, batch), batch.target_mask, reduction="sum")
+        jacs.append(row_jacobian(ell, params).view(len(idx), steps, -1))
+        values.append(ell.detach().view(len(idx), steps))
+    return torch.cat(values), torch.cat(jacs)
+
+
+def trajectory_chunks(n: int, steps: int, chunk_rows: int) -> list[torch.Tensor]:
+    """Consecutive index blocks of the ``n`` trajectories holding about ``chunk_rows`` (trajectory, step) rows."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    per = max(1, chunk_rows // steps)
+    return [torch.arange(start, min(start + per, n)) for start in range(0, n, per)]
 
 
 def row_jacobian(values: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
