@@ -66,7 +66,8 @@ def test_chunked_jacobians_agree(problem):
 def test_all_steps_are_unbiased_with_random_remasking(rows):
     """The issue's done-criterion: all steps, random remasking, every state-dependent baseline and lambda."""
     chosen = pick(rows, selection="all", remasking="random", score="library")
-    assert {(r["baseline"], r["lam"]) for r in chosen} == {(b, lam) for b in ("none", "greedy", "value") for lam in LAMS}
+    grid = {(b, lam) for b in ("none", "greedy", "value") for lam in LAMS}
+    assert {(r["baseline"], r["lam"]) for r in chosen} == grid
     for r in chosen:
         assert r["rel_error"] < 1e-6, r
         assert r["cosine"] > 1 - 1e-9, r

@@ -187,7 +187,8 @@ def _block_orders(positions: list[int], ks: list[int], first_step: int):
 def states_from(completion: torch.Tensor, commit_step: torch.Tensor, steps: int, mask_token_id: int) -> torch.Tensor:
     """``[N, T+1, L]``: completion part of ``S_j`` = ``x_i`` where ``c_i < j``, else the mask."""
     j = torch.arange(steps + 1).view(1, -1, 1)
-    return torch.where(commit_step.unsqueeze(1) < j, completion.unsqueeze(1), torch.full_like(completion, mask_token_id).unsqueeze(1))
+    masks = torch.full_like(completion, mask_token_id).unsqueeze(1)
+    return torch.where(commit_step.unsqueeze(1) < j, completion.unsqueeze(1), masks)
 
 
 @dataclass
