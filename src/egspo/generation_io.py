@@ -1,0 +1,115 @@
+"""Text <-> token plumbing shared by `egspo rl`, `egspo eval` and `egspo trace`: reading task rows, building prompts,
+decoding completions, and writing result files atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a JSONL file (blank lines skipped); a malformed line raises ValueError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"data file {str(path)!r} does not exist")
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"data file {str(path)!r} has no rows")
+    return rows
+
+
+def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
+    _atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    _atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def encode_prompts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each prompt text, no special tokens added (a chat template already contains its own)."""
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    for text, row in zip(texts, ids, strict=True):
+        if len(row) == 0:
+            raise ValueError(f"prompt {text!r} encodes to no tokens")
+    return [list(map(int, row)) for row in ids]
+
+
+def truncate_at_eos(ids: Sequence[int], eos_token_id: int | None) -> list[int]:
+    """``ids`` up to (not including) the first EOS."""
+    ids = list(map(int, ids))
+    if eos_token_id is not None and eos_token_id in ids:
+        return ids[: ids.index(eos_token_id)]
+    return ids
+
+
+def decode_completions(tokenizer, completion_ids: torch.Tensor | Sequence[Sequence[int]]) -> list[str]:
+    """Completion texts: each row cut at its first ``tokenizer.eos_token_id``, special tokens skipped."""
+    rows = completion_ids.tolist() if isinstance(completion_ids, torch.Tensor) else completion_ids
+    eos = tokenizer.eos_token_id
+    return [tokenizer.decode(truncate_at_eos(r, eos), skip_special_tokens=True) for r in rows]
+
+
+def completion_token_mask(completion: torch.Tensor, eos_token_id: int | None) -> torch.BoolTensor:
+    """``[N, L]`` True on the tokens up to and including the first EOS (all tokens when a row has none): the
+    positions d1's loss averages over."""
+    L = completion.shape[1]
+    if eos_token_id is None:
+        return torch.ones_like(completion, dtype=torch.bool)
+    is_eos = completion == eos_token_id
+    first = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.full_like(completion[:, 0], L))
+    return torch.arange(L, device=completion.device).unsqueeze(0) <= first.unsqueeze(1)
+
+
+def parse_tags(items: Sequence[str] | None) -> dict[str, str]:
+    """``["key=value", ...]`` -> dict; an item without ``=`` raises ValueError."""
+    tags: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--tag expects key=value, got {item!r}")
+        tags[key] = value
+    return tags
+
+
+__all__ = [
+    "completion_token_mask",
+    "decode_completions",
+    "encode_prompts",
+    "parse_tags",
+    "read_jsonl",
+    "truncate_at_eos",
+    "write_json_atomic",
+    "write_jsonl_atomic",
+]
