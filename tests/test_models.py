@@ -286,6 +286,13 @@ def test_mask_token_ids_per_family(tiny_dir):
         mask_token_id(SimpleNamespace(name_or_path="x", mask_token_id=None))
 
 
+def test_mask_token_id_of_a_local_llada_copy(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llada", "architectures": ["LLaDAModelLM"]}))
+    tokenizer_like = SimpleNamespace(name_or_path=str(tmp_path), mask_token_id=None)
+    assert mask_token_id(tokenizer_like) == LLADA_MASK_TOKEN_ID
+    assert detect_family(tmp_path).name == "llada"
+
+
 def test_family_registry_facts(tiny_dir, tmp_path):
     llada, dream = detect_family("GSAI-ML/LLaDA-8B-Instruct"), detect_family("Dream-org/Dream-v0-Instruct-7B")
     assert (llada.name, llada.auto_class, llada.trust_remote_code, llada.shift_logits) == ("llada", "AutoModel",

@@ -304,9 +304,9 @@ def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool | None = 
 
 
 def mask_token_id(tokenizer_or_config: Any) -> int:
-    """The [MASK] id: LLaDA's fixed 126336 when the object belongs to LLaDA (by ``model_type`` or
-    ``name_or_path``), else the object's ``mask_token_id`` (a tokenizer, config, or :class:`DiffusionLM`'s
-    config)."""
+    """The [MASK] id: LLaDA's fixed 126336 when the object belongs to LLaDA (by ``model_type``, hub id, or the
+    config.json of the local dir it was loaded from), else the object's ``mask_token_id`` (a tokenizer, a config,
+    or a :class:`DiffusionLM`'s config)."""
     obj = tokenizer_or_config
     if isinstance(obj, DiffusionLM):
         if obj.family.fixed_mask_token_id is not None:
@@ -317,6 +317,14 @@ def mask_token_id(tokenizer_or_config: Any) -> int:
     for fam in FAMILIES.values():
         if fam.fixed_mask_token_id is not None and (model_type in fam.model_types or name in fam.hub_ids):
             return fam.fixed_mask_token_id
+    raw_name = str(getattr(obj, "name_or_path", "") or getattr(obj, "_name_or_path", ""))
+    if raw_name and Path(raw_name).is_dir():  # a local copy (e.g. of LLaDA): its config.json names the family
+        try:
+            fixed = detect_family(raw_name).fixed_mask_token_id
+        except ValueError:
+            fixed = None
+        if fixed is not None:
+            return fixed
     mid = getattr(obj, "mask_token_id", None)
     if mid is None:
         raise ValueError(f"{type(obj).__name__} (name_or_path={name!r}) has no mask token id; pass the model's "
