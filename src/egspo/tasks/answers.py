@@ -3,7 +3,7 @@ extraction, and digit normalisation.
 
 Conventions of our (intended-semantics) graders, used by every task:
 
-- The answer is the content of the LAST *closed* ``<answer>...</answer>`` block (the d1 training rewards read the last
+- The answer is the content of the LAST *closed* ``<answer>...</answer>`` block (see :func:`last_answer`) (the d1 training rewards read the last
   block; the reasoning may quote drafts). An unclosed ``<answer>`` is not an answer.
 - Any Unicode decimal digit (category Nd: fullwidth, Arabic-Indic, ...) is read as the same ASCII digit; superscripts
   and other digit-like symbols are not decimal digits and are left alone.
@@ -42,9 +42,19 @@ def answer_blocks(text: str) -> list[str]:
 
 
 def last_answer(text: str) -> str | None:
-    """Content of the last closed answer block, stripped; ``None`` if there is none."""
-    blocks = answer_blocks(text)
-    return blocks[-1].strip() if blocks else None
+    """Content of the last closed answer block, stripped; ``None`` if there is none.
+
+    The block opens at the last ``<answer>`` that a ``</answer>`` follows and ends at the first ``</answer>`` after
+    it, so ``<answer> tags ... <answer>56</answer>`` gives ``56`` and ``<answer><answer>1</answer></answer>`` gives
+    ``1``."""
+    close = text.rfind(ANSWER_CLOSE)
+    if close < 0:
+        return None
+    start = text.rfind(ANSWER_OPEN, 0, close)
+    if start < 0:
+        return None
+    start += len(ANSWER_OPEN)
+    return text[start : text.find(ANSWER_CLOSE, start)].strip()
 
 
 def boxed_contents(text: str, commands: tuple[str, ...] = ("\\boxed", "\\fbox")) -> list[str]:

@@ -398,7 +398,7 @@ def sudoku_compat(completion: str, row: Row) -> dict[str, Any]:
     empty = [i for i in range(16) if puzzle[i] == "0"]
     cells = 0
     if extracted:
-        grid = (extracted + "0" * 16)[:16]
+        extracted = grid = (extracted + "0" * 16)[:16]  # padded with zeros / truncated to 16 characters
         try:
             cells = sum(1 for i in empty if grid[i] == solution[i])
         except IndexError:

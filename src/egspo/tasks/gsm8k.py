@@ -14,7 +14,8 @@ Reward (the d1 composition, max 4.0):
     xml     = 0.125 * #{tags among "<reasoning>\\n", "\\n</reasoning>\\n", "\\n<answer>\\n", "\\n</answer>" occurring
               exactly once} - 0.001 * #non-space characters after the last "</answer>", floored at 0
     soft    = 0.5 if the text is  <reasoning> ... </reasoning> <answer> ... </answer>  (any whitespace, multi-line)
-    strict  = 0.5 if the text is exactly "<reasoning>\\n...\\n</reasoning>\\n<answer>\\n...\\n</answer>" (+ whitespace)
+    strict  = 0.5 if the text is exactly "<reasoning>\\n...\\n</reasoning>\\n<answer>\\n...\\n</answer>" (+ whitespace),
+              one block each, multi-line contents allowed
     integer = 0.5 if the whole answer is one integer (sign and thousands separators allowed)
     correct = 2.0 if correct
 """
@@ -38,7 +39,8 @@ _NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:[eE][+-
 _INTEGER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)")
 _XML_TAGS = ("<reasoning>\n", "\n</reasoning>\n", "\n<answer>\n", "\n</answer>")
 _SOFT = re.compile(r"\s*<reasoning>.*?</reasoning>\s*<answer>.*?</answer>", re.DOTALL)
-_STRICT = re.compile(r"<reasoning>\n.*?\n</reasoning>\n<answer>\n.*?\n</answer>\s*", re.DOTALL)
+_NO_TAG = r"(?:(?!</?(?:reasoning|answer)>).)*"  # any text (newlines included) without a reasoning/answer tag
+_STRICT = re.compile(rf"<reasoning>\n{_NO_TAG}\n</reasoning>\n<answer>\n{_NO_TAG}\n</answer>\s*", re.DOTALL)
 
 
 def gold_number(answer: str) -> Fraction:

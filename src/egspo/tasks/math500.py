@@ -7,7 +7,7 @@ row has no ``answer`` field it is the last ``\\boxed{}`` of its ``solution``. Th
 Answer extraction (intended semantics; see docs/graders.md): the final answer is the last ``\\boxed{...}`` inside the
 last closed ``<answer>`` block, or that block's whole text if it has no box; without a closed answer block, the last
 ``\\boxed{...}`` of the completion (the prompt asks for the box); otherwise there is no answer. Equivalence with the
-gold ``answer`` is decided by ``math_verify.verify(parse("$gold$"), parse(prediction))`` (no hand-written
+gold ``answer`` is decided by ``math_verify.verify(parse("\\boxed{gold}"), parse("\\boxed{prediction}"))`` (no hand-written
 normaliser). Reward: format 0.5 when the last closed answer block contains a non-empty ``\\boxed{}``, + 2.0 when
 correct.
 
@@ -56,8 +56,8 @@ def extract_prediction(completion: str) -> str | None:
 def _verify_now(gold: str, prediction: str, timeout: int | None) -> bool:
     from math_verify import parse, verify
 
-    gold_parsed = parse(f"${gold}$", parsing_timeout=timeout)
-    pred_parsed = parse(prediction if "$" in prediction else f"${prediction}$", parsing_timeout=timeout)
+    gold_parsed = parse(f"\\boxed{{{gold}}}", parsing_timeout=timeout)
+    pred_parsed = parse(f"\\boxed{{{prediction}}}", parsing_timeout=timeout)
     if not gold_parsed or not pred_parsed:
         return False
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))

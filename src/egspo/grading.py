@@ -1,0 +1,152 @@
+"""``egspo grade``: score completions of a task, row by row, and print the accuracy.
+
+Input: JSONL, one object per line: the task's dataset row plus ``completion`` (a string). Output: the same rows with
+``reward`` (float), ``correct`` (bool) and the task's extra fields (e.g. Sudoku ``cell_accuracy``); same-named input
+fields are replaced. A bad line (invalid JSON, not an object, a missing field, a non-string completion) stops the
+command with the line number and the field name, and no output file is left behind (the output is written to a temp
+file and renamed into place only when every row is graded).
+
+``--compat authors`` scores with the authors' code semantics instead (:mod:`egspo.tasks.authors_compat`): ``reward``
+is their training reward, ``correct`` their evaluation parser's verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from egspo.tasks import TASK_NAMES, get_task
+
+
+class GradeInputError(ValueError):
+    """A malformed input row (the message names the file, the line and the field)."""
+
+
+def _required_fields(task_name: str, compat: str | None) -> tuple[str, ...]:
+    if compat == "authors":
+        from egspo.tasks.authors_compat import COMPAT_FIELDS
+
+        if task_name not in COMPAT_FIELDS:
+            raise ValueError(f"--compat authors supports {', '.join(COMPAT_FIELDS)}; not {task_name!r}")
+        return COMPAT_FIELDS[task_name]
+    return tuple(get_task(task_name).required_fields)
+
+
+def read_rows(path: str | os.PathLike, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows of a JSONL file, each checked for ``completion`` (a string) and ``fields``."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise GradeInputError(f"{path}: line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise GradeInputError(f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}")
+            for field in ("completion", *fields):
+                if field not in row:
+                    raise GradeInputError(f"{path}: line {lineno}: missing field {field!r}")
+            if not isinstance(row["completion"], str):
+                raise GradeInputError(
+                    f"{path}: line {lineno}: field 'completion' must be a string, got {type(row['completion']).__name__}"
+                )
+            rows.append(row)
+    return rows
+
+
+def grade_rows(task_name: str, rows: list[dict[str, Any]], compat: str | None = None) -> list[dict[str, Any]]:
+    """Each row with ``reward``, ``correct`` and the task's extras added (the library entry point of this command)."""
+    if compat not in (None, "authors"):
+        raise ValueError(f"compat must be None or 'authors', got {compat!r}")
+    out = []
+    if compat == "authors":
+        from egspo.tasks.authors_compat import compat_grade
+
+        for row in rows:
+            result = compat_grade(task_name, row["completion"], row)
+            out.append({**row, **result, "reward": float(result["reward"]), "correct": bool(result["correct"])})
+        return out
+    task = get_task(task_name)
+    results = task.grade_batch([r["completion"] for r in rows], rows)
+    for row, result in zip(rows, results, strict=True):
+        out.append({**row, **result, "reward": float(result["reward"]), "correct": bool(result["correct"])})
+    return out
+
+
+def summarize(graded: list[dict[str, Any]]) -> dict[str, Any]:
+    """``n``, ``accuracy`` (mean of ``correct``), ``mean_reward`` and, where rows have it, ``cell_accuracy``."""
+    n = len(graded)
+    summary: dict[str, Any] = {
+        "n": n,
+        "accuracy": sum(r["correct"] for r in graded) / n if n else 0.0,
+        "mean_reward": sum(r["reward"] for r in graded) / n if n else 0.0,
+    }
+    if n and all("cell_accuracy" in r for r in graded):
+        summary["cell_accuracy"] = sum(r["cell_accuracy"] for r in graded) / n
+    return summary
+
+
+def _jsonable(value: Any) -> Any:
+    """Strict-JSON form: non-finite floats become the strings "inf" / "-inf" / "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def write_jsonl_atomic(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(_jsonable(row), ensure_ascii=False, allow_nan=False, default=str) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def grade_file(task_name: str, input_path, output_path, compat: str | None = None) -> dict[str, Any]:
+    """Grade ``input_path`` into ``output_path``; returns the summary (plus ``seconds``)."""
+    if task_name not in TASK_NAMES:
+        raise ValueError(f"unknown task {task_name!r}; known tasks: {', '.join(TASK_NAMES)}")
+    start = time.perf_counter()
+    rows = read_rows(input_path, _required_fields(task_name, compat))
+    graded = grade_rows(task_name, rows, compat)
+    write_jsonl_atomic(output_path, graded)
+    return {**summarize(graded), "seconds": time.perf_counter() - start}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True, choices=TASK_NAMES)
+    parser.add_argument("--input", required=True, help="JSONL: dataset rows plus a 'completion' field")
+    parser.add_argument("--output", required=True, help="JSONL: the rows plus 'reward', 'correct' and task extras")
+    parser.add_argument("--compat", choices=["authors"], default=None,
+                        help="score with the authors' reward and eval-parser semantics instead of ours")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        summary = grade_file(args.task, args.input, args.output, args.compat)
+    except (GradeInputError, ValueError, OSError) as exc:
+        print(f"egspo grade: error: {exc}", file=sys.stderr)
+        return 2
+    extra = f" cell_accuracy={summary['cell_accuracy']:.4f}" if "cell_accuracy" in summary else ""
+    mode = f" compat={args.compat}" if args.compat else ""
+    print(f"grade: task={args.task}{mode} n={summary['n']} accuracy={summary['accuracy']:.4f}"
+          f" mean_reward={summary['mean_reward']:.4f}{extra} ({summary['seconds']:.2f}s) -> {args.output}")
+    return 0
