@@ -1,0 +1,176 @@
+"""`egspo report`: tables (CSV + Markdown) and figures (PNG + PDF) under results/ from the run's files.
+
+Sub-commands (one per Snakemake report rule):
+
+- ``accuracy``: the main table (both checkpoint protocols, mean and 95% t-interval over seeds, the paper's numbers
+  as reference rows), the paired RL - reference differences, and the Figure 1 analogue; also the ablation tables.
+- ``curves``: reward and KL against the optimizer step per method and task.
+- ``trace``: Figure 2 from ``egspo trace`` files.
+- ``gradcheck``: the exact gradient check's table and figure.
+
+Evaluation files are found from the grid (``--eval-dir``, tasks, methods, seeds, checkpoints, lengths, splits) with
+the layout of docs/architecture.md, so the command line stays short however large the grid is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from egspo import report_tables as tables
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key, value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="report", metavar="REPORT", required=True)
+
+    acc = sub.add_parser("accuracy", help="accuracy table, paired differences and grouped-bar figure")
+    acc.add_argument("--eval-dir", required=True, help="root of the evaluation files (work/eval)")
+    acc.add_argument("--tasks", nargs="+", required=True)
+    acc.add_argument("--methods", nargs="+", required=True, help="methods in table / bar order")
+    acc.add_argument("--seeds", nargs="+", type=int, required=True)
+    acc.add_argument("--lengths", nargs="+", type=int, required=True, help="generation lengths evaluated")
+    acc.add_argument("--splits", nargs="+", default=["validation", "test"], choices=("validation", "test"))
+    acc.add_argument("--checkpoints", nargs="+", type=_key_value, required=True, metavar="METHOD=CKPT,CKPT",
+                     help="evaluated checkpoints per method, e.g. sft=sft egspo=step_40,step_80")
+    acc.add_argument("--metric", nargs="*", type=_key_value, default=[], metavar="TASK=FIELD",
+                     help=f"metrics-JSON field per task (default {tables.DEFAULT_METRIC}, else accuracy)")
+    acc.add_argument("--reference", help="method the paired differences are taken against (e.g. sft)")
+    acc.add_argument("--table", required=True, help="output stem: STEM.csv and STEM.md")
+    acc.add_argument("--gains", help="output stem of the paired-difference table (needs --reference)")
+    acc.add_argument("--figure", help="output stem: STEM.png and STEM.pdf")
+    acc.add_argument("--paper-reference", action="store_true", help="append the paper's reported numbers")
+    acc.add_argument("--title", default="Accuracy by task, generation length and method")
+
+    cur = sub.add_parser("curves", help="reward and KL against step, mean over seeds with a band")
+    cur.add_argument("--rl-dir", required=True, help="root of the RL runs (work/rl)")
+    cur.add_argument("--tasks", nargs="+", required=True)
+    cur.add_argument("--methods", nargs="+", required=True)
+    cur.add_argument("--seeds", nargs="+", type=int, required=True)
+    cur.add_argument("--columns", nargs="+", default=["reward_mean", "kl"])
+    cur.add_argument("--smooth", type=int, default=1, help="trailing rolling-mean window in steps")
+    cur.add_argument("--figure", required=True)
+
+    tr = sub.add_parser("trace", help="Figure 2 from egspo trace files")
+    tr.add_argument("--traces", nargs="+", required=True)
+    tr.add_argument("--figure", required=True)
+
+    gc = sub.add_parser("gradcheck", help="table and figure of the exact gradient check")
+    gc.add_argument("--csv", required=True, help="output of egspo gradcheck")
+    gc.add_argument("--table", required=True)
+    gc.add_argument("--figure", required=True)
+
+
+def read_rl_metrics(path: str | Path) -> pd.DataFrame:
+    """An RL run's metrics.jsonl as a frame sorted by step; a step logged twice (a resumed run) keeps its last row."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not JSON ({e})") from e
+            if "step" not in row:
+                raise ValueError(f"{path}:{lineno}: row has no 'step'")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no metrics rows")
+    df = pd.DataFrame(rows)
+    return df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
+
+
+def run_accuracy(args: argparse.Namespace) -> int:
+    from egspo.report_figures import accuracy_bars
+
+    checkpoints = {m: [c for c in ckpts.split(",") if c] for m, ckpts in args.checkpoints}
+    metric = dict(args.metric)
+    grid = tables.load_eval_grid(args.eval_dir, tasks=args.tasks, methods=args.methods, seeds=args.seeds,
+                                 checkpoints=checkpoints, lengths=args.lengths, splits=args.splits, metric=metric)
+    scores = tables.protocol_scores(grid)
+    summary = tables.summarize(scores, args.methods)
+    reference = tables.paper_reference_rows(args.tasks) if args.paper_reference else None
+    full = pd.concat([summary, reference], ignore_index=True) if reference is not None else summary
+    note = tables.metric_note(args.tasks, metric)
+    tables.write_csv(full, f"{args.table}.csv")
+    tables.atomic_write_text(f"{args.table}.md", tables.main_markdown(summary, reference, note, args.title))
+    if args.gains:
+        if not args.reference:
+            raise ValueError("--gains needs --reference (the method differences are taken against)")
+        if args.reference not in args.methods:
+            raise ValueError(f"--reference {args.reference!r} is not among --methods {args.methods}")
+        gains = tables.paired_gains(scores, args.reference, args.methods)
+        tables.write_csv(gains, f"{args.gains}.csv")
+        tables.atomic_write_text(f"{args.gains}.md", tables.gains_markdown(
+            gains, f"{args.title}: paired differences against {tables.method_label(args.reference)}"))
+    if args.figure:
+        accuracy_bars(summary, args.methods, args.figure, args.title)
+    return 0
+
+
+def run_curves(args: argparse.Namespace) -> int:
+    from egspo.report_figures import training_curves
+
+    runs: dict[tuple[str, str], list[pd.DataFrame]] = {}
+    for task in args.tasks:
+        for method in args.methods:
+            for seed in args.seeds:
+                path = Path(args.rl_dir) / task / method / f"seed{seed}" / "metrics.jsonl"
+                if not path.is_file():
+                    raise FileNotFoundError(f"RL metrics file missing: {path}")
+                df = read_rl_metrics(path)
+                missing = [c for c in args.columns if c not in df]
+                if missing:
+                    raise ValueError(f"{path}: no column(s) {missing}; columns: {sorted(df.columns)}")
+                runs.setdefault((task, method), []).append(df)
+    training_curves(runs, args.figure, columns=args.columns, smooth=args.smooth)
+    return 0
+
+
+def run_trace(args: argparse.Namespace) -> int:
+    from egspo.report_figures import step_selection
+
+    traces = []
+    for path in args.traces:
+        with open(path, encoding="utf-8") as fh:
+            trace = json.load(fh)
+        for field in ("task", "samples"):
+            if field not in trace:
+                raise ValueError(f"{path}: trace has no field {field!r}")
+        traces.append(trace)
+    step_selection(traces, args.figure)
+    return 0
+
+
+def run_gradcheck(args: argparse.Namespace) -> int:
+    from egspo.report_figures import gradcheck_figure
+
+    df = pd.read_csv(args.csv)
+    required = ["selection", "k", "lam", "baseline", "remasking", "cosine", "rel_error", "variance"]
+    missing = [c for c in required if c not in df]
+    if missing:
+        raise ValueError(f"{args.csv}: missing column(s) {missing}")
+    tables.write_csv(df, f"{args.table}.csv")
+    columns = required + [c for c in ("score",) if c in df]
+    rows = [[r[c] if not isinstance(r[c], float) else f"{r[c]:.4g}" for c in columns] for _, r in df.iterrows()]
+    text = ("# Exact gradient check\n\nEach estimator's exact expectation E[g] (every trajectory enumerated) against "
+            "the true policy gradient grad J: cosine, relative error |E g - grad J| / |grad J| and variance "
+            "E|g|^2 - |E g|^2.\n\n" + tables.markdown_table(columns, rows))
+    tables.atomic_write_text(f"{args.table}.md", text)
+    gradcheck_figure(df, args.figure)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    handlers = {"accuracy": run_accuracy, "curves": run_curves, "trace": run_trace, "gradcheck": run_gradcheck}
+    return handlers[args.report](args)

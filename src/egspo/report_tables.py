@@ -1,0 +1,299 @@
+"""Accuracy tables from evaluation metrics: the two checkpoint protocols, means and t-intervals over seeds, paired
+RL - reference differences, and the paper's reported numbers as labelled reference rows.
+
+Per (task, method, seed, generation length L), with acc_split(c) the accuracy of checkpoint c on a split:
+
+- ``best_on_test`` (the paper's protocol): max_c acc_test(c).
+- ``val_chosen`` (honest): c* = argmax_c acc_validation(c) (ties: the later checkpoint), reported as acc_test(c*).
+
+The row ``gen_length = "best"`` (the paper's Figure 1: best over lengths) takes the same max / argmax over the pairs
+(c, L). Over seeds: mean and the 95% t-interval (n stated); differences are paired by seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from egspo.stats import mean_ci
+
+PROTOCOLS = ("best_on_test", "val_chosen")
+PROTOCOL_LABELS = {
+    "best_on_test": "best checkpoint on test per length (paper's protocol)",
+    "val_chosen": "checkpoint chosen on validation, its test accuracy (honest)",
+}
+BEST = "best"
+# The d1 family's headline metric per task (Sudoku: fraction of empty cells filled correctly); others: accuracy.
+DEFAULT_METRIC = {"sudoku": "cell_accuracy"}
+METHOD_LABELS = {"sft": "SFT", "base": "Base model", "diffu_grpo": "diffu-GRPO", "egspo": "EGSPO",
+                 "egspo_sa": "EGSPO-SA", "egspo_sa_rollout": "EGSPO-SA (rollout M=4)",
+                 "egspo_sa_uniform": "EGSPO-SA (uniform)", "egspo_sa_random": "EGSPO-SA (random)",
+                 "egspo_sa_all": "EGSPO-SA (all steps)"}
+
+# DESIGN §4: the paper's Figure 1 (accuracy %, best over generation lengths, LLaDA-8B-Instruct based) and the
+# authors' model card, which splits "Ours" into EGSPO / EGSPO-SA.
+PAPER_FIGURE1 = {
+    "mbpp": {"LLaDA-8B-Instruct": 41.2, "d1": 44.7, "EGSPO/EGSPO-SA": 51.1},
+    "humaneval": {"LLaDA-8B-Instruct": 37.8, "d1": 37.8, "EGSPO/EGSPO-SA": 44.5},
+    "sudoku": {"LLaDA-8B-Instruct": 11.8, "d1": 22.1, "wd1": 25.2, "d2": 91.9, "EGSPO/EGSPO-SA": 94.3},
+    "countdown": {"LLaDA-8B-Instruct": 20.7, "d1": 42.2, "wd1": 52.3, "SPG": 71.5, "d2": 56.6,
+                  "EGSPO/EGSPO-SA": 78.5},
+    "gsm8k": {"LLaDA-8B-Instruct": 78.2, "d1": 82.1, "wd1": 83.0, "SPG": 86.1, "d2": 85.0, "EGSPO/EGSPO-SA": 85.7},
+    "math500": {"LLaDA-8B-Instruct": 36.2, "d1": 40.2, "wd1": 39.0, "SPG": 41.8, "d2": 41.6, "EGSPO/EGSPO-SA": 39.6},
+}
+PAPER_MODEL_CARD = {
+    "gsm8k": {"EGSPO": 85.7, "EGSPO-SA": 85.03}, "math500": {"EGSPO": 39.0, "EGSPO-SA": 39.6},
+    "sudoku": {"EGSPO": 93.6, "EGSPO-SA": 94.3}, "countdown": {"EGSPO": 75.8, "EGSPO-SA": 78.5},
+    "mbpp": {"EGSPO": 50.6, "EGSPO-SA": 51.1}, "humaneval": {"EGSPO": 40.2, "EGSPO-SA": 44.5},
+}
+PAPER_SOURCE_FIGURE1 = "paper Figure 1 (LLaDA-8B-Instruct, best length; reference only)"
+PAPER_SOURCE_CARD = "paper model card (LLaDA-8B-Instruct, best length; reference only)"
+OURS = "ours"
+
+
+def method_label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def checkpoint_step(ckpt: str) -> int:
+    """Optimizer step of a checkpoint name: ``step_40`` -> 40; the model before RL (``sft``/``base``) -> 0."""
+    if ckpt.startswith("step_"):
+        return int(ckpt[len("step_"):])
+    if ckpt in ("sft", "base"):
+        return 0
+    raise ValueError(f"checkpoint name must be 'step_<N>', 'sft' or 'base', got {ckpt!r}")
+
+
+def eval_metrics_path(eval_dir: str | Path, task: str, method: str, seed: int, ckpt: str, length: int,
+                      split: str) -> Path:
+    """The evaluation stage's metrics file (docs/architecture.md: files between stages)."""
+    return Path(eval_dir) / task / method / f"seed{seed}" / ckpt / f"len{length}" / f"{split}.metrics.json"
+
+
+def load_eval_grid(eval_dir: str | Path, *, tasks: Sequence[str], methods: Sequence[str], seeds: Sequence[int],
+                   checkpoints: Mapping[str, Sequence[str]], lengths: Sequence[int], splits: Sequence[str],
+                   metric: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Every metrics file of the grid as one row: task, method, seed, ckpt, step, gen_length, split, value (%).
+
+    ``value`` is 100 x the task's metric field (``metric[task]``, else ``DEFAULT_METRIC``, else ``accuracy``).
+    A missing file or field is an error naming it."""
+    metric = {**DEFAULT_METRIC, **(metric or {})}
+    rows = []
+    for task in tasks:
+        field = metric.get(task, "accuracy")
+        for method in methods:
+            if method not in checkpoints:
+                raise ValueError(f"no checkpoint list for method {method!r} (checkpoints has {sorted(checkpoints)})")
+            for seed in seeds:
+                for ckpt in checkpoints[method]:
+                    step = checkpoint_step(ckpt)
+                    for length in lengths:
+                        for split in splits:
+                            path = eval_metrics_path(eval_dir, task, method, seed, ckpt, length, split)
+                            if not path.is_file():
+                                raise FileNotFoundError(f"evaluation metrics file missing: {path}")
+                            with open(path, encoding="utf-8") as fh:
+                                data = json.load(fh)
+                            if field not in data:
+                                raise ValueError(f"{path}: no field {field!r} (the metric of task {task!r}); "
+                                                 f"fields: {sorted(data)}")
+                            value = float(data[field])
+                            if not 0.0 <= value <= 1.0:
+                                raise ValueError(f"{path}: field {field!r} = {value} is not a fraction in [0, 1]")
+                            rows.append({"task": task, "method": method, "seed": int(seed), "ckpt": ckpt,
+                                         "step": step, "gen_length": int(length), "split": split,
+                                         "value": 100.0 * value})
+    return pd.DataFrame(rows, columns=["task", "method", "seed", "ckpt", "step", "gen_length", "split", "value"])
+
+
+def _choose(group: pd.DataFrame) -> dict:
+    """Both protocols for one (task, method, seed) group of candidate (ckpt, gen_length) pairs."""
+    wide = group.pivot_table(index=["ckpt", "step", "gen_length"], columns="split", values="value",
+                             aggfunc="first").reset_index()
+    if "test" not in wide:
+        raise ValueError("evaluation grid has no 'test' split")
+    best_on_test = float(wide["test"].max())
+    if "validation" in wide and wide["validation"].notna().all():
+        # argmax of validation accuracy; ties -> the later checkpoint, then the shorter length
+        order = wide.sort_values(["validation", "step", "gen_length"], ascending=[False, False, True],
+                                 kind="mergesort")
+        chosen = order.iloc[0]
+        return {"best_on_test": best_on_test, "val_chosen": float(chosen["test"]),
+                "val_ckpt": str(chosen["ckpt"]), "val_gen_length": int(chosen["gen_length"])}
+    return {"best_on_test": best_on_test, "val_chosen": math.nan, "val_ckpt": "", "val_gen_length": -1}
+
+
+def protocol_scores(grid: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, method, seed, gen_length) and per (task, method, seed) with gen_length "best": the accuracy of
+    each protocol and the checkpoint the validation split chose."""
+    rows = []
+    for (task, method, seed), group in grid.groupby(["task", "method", "seed"], sort=False):
+        for length, sub in group.groupby("gen_length", sort=False):
+            rows.append({"task": task, "method": method, "seed": seed, "gen_length": str(length), **_choose(sub)})
+        rows.append({"task": task, "method": method, "seed": seed, "gen_length": BEST, **_choose(group)})
+    return pd.DataFrame(rows)
+
+
+def _length_order(values: Iterable[str]) -> list[str]:
+    lengths = sorted({v for v in values if v != BEST}, key=int)
+    return lengths + ([BEST] if BEST in set(values) else [])
+
+
+def summarize(scores: pd.DataFrame, methods: Sequence[str], level: float = 0.95) -> pd.DataFrame:
+    """Mean and t-interval over seeds of both protocols, rows in the order task x length x ``methods``."""
+    rows = []
+    tasks = list(dict.fromkeys(scores["task"]))
+    for task in tasks:
+        for length in _length_order(scores.loc[scores["task"] == task, "gen_length"]):
+            for method in methods:
+                sub = scores[(scores["task"] == task) & (scores["gen_length"] == length) & (scores["method"] == method)]
+                if sub.empty:
+                    raise ValueError(f"no scores for task {task!r}, method {method!r}, gen_length {length}")
+                row = {"source": OURS, "task": task, "gen_length": length, "method": method,
+                       "n_seeds": int(len(sub))}
+                for protocol in PROTOCOLS:
+                    values = sub[protocol].dropna()
+                    if values.empty:
+                        row.update({f"{protocol}_mean": math.nan, f"{protocol}_ci_low": math.nan,
+                                    f"{protocol}_ci_high": math.nan})
+                        continue
+                    ci = mean_ci(values.tolist(), level)
+                    row.update({f"{protocol}_mean": ci.mean, f"{protocol}_ci_low": ci.low,
+                                f"{protocol}_ci_high": ci.high})
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_gains(scores: pd.DataFrame, reference: str, methods: Sequence[str], level: float = 0.95) -> pd.DataFrame:
+    """Per task, length, protocol and method: d_s = score(method, s) - score(reference, s) over the seeds s both
+    have; mean, t-interval, n, and whether the interval excludes zero."""
+    rows = []
+    ref = scores[scores["method"] == reference].set_index(["task", "gen_length", "seed"])
+    if ref.empty:
+        raise ValueError(f"reference method {reference!r} has no scores")
+    for task in dict.fromkeys(scores["task"]):
+        for length in _length_order(scores.loc[scores["task"] == task, "gen_length"]):
+            for protocol in PROTOCOLS:
+                for method in methods:
+                    if method == reference:
+                        continue
+                    sub = scores[(scores["task"] == task) & (scores["gen_length"] == length)
+                                 & (scores["method"] == method)]
+                    diffs = []
+                    for _, r in sub.iterrows():
+                        key = (task, length, r["seed"])
+                        if key in ref.index and not math.isnan(r[protocol]) and not math.isnan(ref.loc[key, protocol]):
+                            diffs.append(float(r[protocol]) - float(ref.loc[key, protocol]))
+                    if not diffs:
+                        continue
+                    ci = mean_ci(diffs, level)
+                    rows.append({"task": task, "gen_length": length, "protocol": protocol, "method": method,
+                                 "reference": reference, "n_seeds": ci.n, "diff_mean": ci.mean,
+                                 "diff_ci_low": ci.low, "diff_ci_high": ci.high,
+                                 "ci_excludes_zero": bool(ci.excludes_zero)})
+    return pd.DataFrame(rows)
+
+
+def paper_reference_rows(tasks: Sequence[str]) -> pd.DataFrame:
+    """The paper's reported numbers for ``tasks`` as rows of the main table (best length, test protocol)."""
+    rows = []
+    for task in tasks:
+        for source, table in ((PAPER_SOURCE_FIGURE1, PAPER_FIGURE1), (PAPER_SOURCE_CARD, PAPER_MODEL_CARD)):
+            for method, value in table.get(task, {}).items():
+                rows.append({"source": source, "task": task, "gen_length": BEST, "method": method,
+                             "n_seeds": math.nan, "best_on_test_mean": value, "best_on_test_ci_low": math.nan,
+                             "best_on_test_ci_high": math.nan, "val_chosen_mean": math.nan,
+                             "val_chosen_ci_low": math.nan, "val_chosen_ci_high": math.nan})
+    return pd.DataFrame(rows)
+
+
+# ---- writing -----------------------------------------------------------------------------------------------------
+def _umask_mode() -> int:
+    """0o666 minus the process umask: the mode an ordinary open() would give a new file (mkstemp gives 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> None:
+    atomic_write_text(path, df.to_csv(index=False, float_format="%.4f", lineterminator="\n"))
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured Markdown table (cells converted with str, '|' escaped)."""
+    def cell(v: object) -> str:
+        return str(v).replace("|", "\\|")
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def format_ci(mean: float, low: float, high: float, digits: int = 1) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    if math.isnan(low) or math.isnan(high):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def main_markdown(summary: pd.DataFrame, reference: pd.DataFrame | None, metric_note: str, title: str) -> str:
+    n_values = sorted({int(n) for n in summary["n_seeds"]})
+    parts = [f"# {title}\n",
+             f"Accuracy in % ({metric_note}); mean and 95% t-interval over seeds (n = "
+             f"{', '.join(map(str, n_values))} per cell; a single seed has no interval). Two checkpoint protocols:",
+             f"- **Best on test**: {PROTOCOL_LABELS['best_on_test']}.",
+             f"- **Chosen on validation**: {PROTOCOL_LABELS['val_chosen']}.",
+             "- Length `best`: the best generation length, picked the same way (the paper's Figure 1).\n"]
+    rows = [[r.task, r.gen_length, method_label(r.method), int(r.n_seeds),
+             format_ci(r.best_on_test_mean, r.best_on_test_ci_low, r.best_on_test_ci_high),
+             format_ci(r.val_chosen_mean, r.val_chosen_ci_low, r.val_chosen_ci_high)]
+            for r in summary.itertuples()]
+    parts.append(markdown_table(["Task", "Gen. length", "Method", "n seeds", "Best on test (paper protocol)",
+                                 "Chosen on validation (honest)"], rows))
+    if reference is not None and not reference.empty:
+        parts.append("\n## Reference: the paper's reported numbers (LLaDA-8B-Instruct, best length)\n")
+        parts.append("Not comparable with the rows above: different model, data scale and lengths.\n")
+        parts.append(markdown_table(["Task", "Source", "Method", "Accuracy"],
+                                    [[r.task, r.source, r.method, f"{r.best_on_test_mean:.1f}"]
+                                     for r in reference.itertuples()]))
+    return "\n".join(parts)
+
+
+def gains_markdown(gains: pd.DataFrame, title: str) -> str:
+    ref = ", ".join(sorted({method_label(m) for m in gains["reference"]})) if not gains.empty else "reference"
+    parts = [f"# {title}\n",
+             f"Paired differences method - {ref} in accuracy points, per seed, then mean and 95% t-interval over "
+             "seeds. `excludes 0` marks intervals entirely above or below zero.\n"]
+    rows = [[r.task, r.gen_length, "best on test" if r.protocol == "best_on_test" else "chosen on validation",
+             method_label(r.method), int(r.n_seeds), format_ci(r.diff_mean, r.diff_ci_low, r.diff_ci_high),
+             "yes" if r.ci_excludes_zero else "no"] for r in gains.itertuples()]
+    parts.append(markdown_table(["Task", "Gen. length", "Protocol", "Method", "n seeds", f"Difference vs {ref}",
+                                 "excludes 0"], rows))
+    return "\n".join(parts)
+
+
+def metric_note(tasks: Sequence[str], metric: Mapping[str, str] | None = None) -> str:
+    metric = {**DEFAULT_METRIC, **(metric or {})}
+    return "; ".join(f"{t}: {metric.get(t, 'accuracy')}" for t in tasks)

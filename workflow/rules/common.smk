@@ -1,0 +1,259 @@
+# Shared helpers of the workflow: the effective configuration, paths, flags and the experiment grid.
+# No algorithm code here: every rule calls one `egspo` subcommand with flags built from the config.
+
+import copy
+import os
+import sys
+import shlex
+
+from snakemake.exceptions import WorkflowError
+
+RESERVED_COMMON_KEYS = ("preset", "presets")
+
+
+def deep_merge(base, override):
+    """`override` merged into a copy of `base`: mappings merge key by key, anything else replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def effective_config(raw):
+    """The selected preset with every top-level override key deep-merged over it."""
+    name = raw["preset"]
+    if name not in raw["presets"]:
+        raise WorkflowError(f"config key 'preset': {name!r} is not a block of 'presets' "
+                            f"(have: {', '.join(sorted(raw['presets']))})")
+    overrides = {k: v for k, v in raw.items() if k not in RESERVED_COMMON_KEYS}
+    return deep_merge(raw["presets"][name], overrides)
+
+
+C = effective_config(config)
+W = C["work_dir"].rstrip("/")
+R = C["results_dir"].rstrip("/")
+TASKS = list(C["tasks"])
+SEEDS = list(C["seeds"])
+SPLITS = ("train", "validation", "test")
+# The model before RL, evaluated as a method of its own: the SFT warm start, or the base model without one.
+START = "sft" if C["sft"]["enabled"] else "base"
+
+
+def method_settings(method):
+    """RL hyper-parameters of `method`: the shared `rl` block with the method's entry merged over it."""
+    if method not in C["methods"]:
+        raise WorkflowError(f"method {method!r} is not in config key 'methods' (have: {', '.join(C['methods'])})")
+    return deep_merge(C["rl"], C["methods"][method])
+
+
+def eval_steps(length):
+    """Denoising steps for evaluation at generation length L: T = L * eval.steps_per_token."""
+    steps = length * C["eval"]["steps_per_token"]
+    if abs(steps - round(steps)) > 1e-9 or round(steps) < 1:
+        raise WorkflowError(f"config key 'eval.steps_per_token' = {C['eval']['steps_per_token']} gives a "
+                            f"non-integer step count {steps} at eval.gen_lengths entry {length}")
+    return int(round(steps))
+
+
+def check_schedule(where, gen_length, steps, block_length):
+    """L % B == 0 and T a multiple of the number of blocks L / B (each block gets T*B/L steps)."""
+    if gen_length % block_length:
+        raise WorkflowError(f"{where}: gen_length {gen_length} is not a multiple of block_length {block_length}")
+    blocks = gen_length // block_length
+    if steps % blocks:
+        raise WorkflowError(f"{where}: steps {steps} is not a multiple of the {blocks} blocks "
+                            f"(gen_length {gen_length} / block_length {block_length})")
+
+
+def check_config():
+    """Cross-field rules the JSON schema cannot express; each error names the key."""
+    for method, entry in C["methods"].items():
+        if "algorithm" not in entry:
+            raise WorkflowError(f"config key 'methods.{method}': missing 'algorithm' (egspo or diffu_grpo)")
+        s = method_settings(method)
+        check_schedule(f"config key 'methods.{method}' (merged over 'rl')", s["gen_length"], s["steps"],
+                       s["block_length"])
+        if s["k"] > s["steps"]:
+            raise WorkflowError(f"config key 'methods.{method}.k' = {s['k']} exceeds its steps T = {s['steps']}")
+        if s["selection"] == "all" and s["k"] != s["steps"]:
+            raise WorkflowError(f"config key 'methods.{method}.k' = {s['k']}: selection 'all' needs k = steps "
+                                f"= {s['steps']}")
+        if s["save_every"] > s["max_steps"]:
+            raise WorkflowError(f"config key 'methods.{method}.save_every' = {s['save_every']} exceeds max_steps "
+                                f"= {s['max_steps']}")
+    for length in C["eval"]["gen_lengths"]:
+        check_schedule(f"config key 'eval.gen_lengths' entry {length}", length, eval_steps(length),
+                       C["eval"]["block_length"])
+    for i, method in enumerate(C["compare"]):
+        if method != START and method not in C["methods"]:
+            raise WorkflowError(f"config key 'compare' entry {method!r} is neither {START!r} (the model before "
+                                f"RL) nor a key of 'methods'")
+    if START not in C["compare"]:
+        raise WorkflowError(f"config key 'compare' must contain {START!r}: the tables report RL minus {START}")
+    for name, ablation in C["ablations"].items():
+        for method in ablation["methods"]:
+            if method not in C["methods"]:
+                raise WorkflowError(f"config key 'ablations.{name}.methods' entry {method!r} is not a key of "
+                                    f"'methods'")
+    if C["trace"]["method"] not in C["methods"]:
+        raise WorkflowError(f"config key 'trace.method' = {C['trace']['method']!r} is not a key of 'methods'")
+    if C["model"]["kind"] == "tiny" and C["data"]["source"] == "hub":
+        raise WorkflowError("config key 'data.source' = 'hub' needs a pretrained model (model.kind), "
+                            "the tiny model's tokenizer only covers the tiny tasks' alphabet")
+
+
+check_config()
+
+
+# ---- flags -----------------------------------------------------------------------------------------------------
+def flags(options):
+    """Command-line flags from a mapping: {"max_steps": 5, "quiet": True, "k": [1, 2]} -> "--max-steps 5 --quiet
+    --k 1 2". None and False are left out; strings are shell-quoted."""
+    parts = []
+    for key, value in options.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + str(key).replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, (list, tuple)):
+            parts.append(" ".join([flag] + [shlex.quote(str(v)) for v in value]))
+        else:
+            parts.append(f"{flag} {shlex.quote(str(value))}")
+    return " ".join(parts)
+
+
+def model_flags(command):
+    """Loading flags of a pretrained model (paper preset) for `egspo sft` / `egspo rl`; none for the tiny model,
+    whose directory says it all. The paper preset's issue finalises these (and eval / trace loading flags)."""
+    m = C["model"]
+    if m["kind"] == "tiny" or command not in ("sft", "rl"):
+        return ""
+    options = {"dtype": m.get("dtype")}
+    if command == "rl":
+        options["trust_remote_code"] = m.get("trust_remote_code")
+        options["load_in_4bit"] = m.get("quantize_4bit")
+    else:
+        options["quantize_4bit"] = m.get("quantize_4bit")
+    lora = m.get("lora")
+    if lora:
+        options.update({"lora_r": lora["r"], "lora_alpha": lora["alpha"], "lora_dropout": lora["dropout"],
+                        "lora_targets": ",".join(lora["target_modules"])})
+    return flags(options)
+
+
+TINY_MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_len", "seed")
+
+
+def res(rule_name, key):
+    return C["resources"][rule_name][key]
+
+
+def resources_of(rule_name):
+    """mem_mb / runtime (minutes) / gpu of a rule, from config key 'resources.<rule>'."""
+    r = C["resources"][rule_name]
+    return {"mem_mb": r["mem_mb"], "runtime": r["runtime"], "gpu": r["gpu"]}
+
+
+# ---- paths -----------------------------------------------------------------------------------------------------
+def data_path(task, split):
+    return f"{W}/data/{task}/{split}.jsonl"
+
+
+INIT_MODEL = f"{W}/models/init"
+
+
+def base_model():
+    """The model SFT starts from (or RL, without SFT): the built tiny model or the pretrained path / hub id."""
+    return INIT_MODEL if C["model"]["kind"] == "tiny" else C["model"]["path"]
+
+
+def base_model_inputs():
+    return [INIT_MODEL] if C["model"]["kind"] == "tiny" else []
+
+
+def sft_dir(task, seed):
+    return f"{W}/sft/{task}/seed{seed}"
+
+
+def start_model(task, seed):
+    """The model before RL for (task, seed): the SFT output, or the base model when SFT is off."""
+    return sft_dir(task, seed) if C["sft"]["enabled"] else base_model()
+
+
+def start_model_inputs(task, seed):
+    return [sft_dir(task, seed)] if C["sft"]["enabled"] else base_model_inputs()
+
+
+def rl_dir(task, method, seed):
+    return f"{W}/rl/{task}/{method}/seed{seed}"
+
+
+def checkpoint_steps(method):
+    """Optimizer steps at which `egspo rl` saves: every save_every and at max_steps; the last N if configured."""
+    s = method_settings(method)
+    steps = list(range(s["save_every"], s["max_steps"] + 1, s["save_every"]))
+    if not steps or steps[-1] != s["max_steps"]:
+        steps.append(s["max_steps"])
+    last = C["eval"]["last_checkpoints"]
+    return steps[-last:] if last else steps
+
+
+def final_checkpoint(task, method, seed):
+    """The rl rule's declared output: the last checkpoint (earlier ones are not outputs, so a restarted job keeps
+    them and resumes)."""
+    return f"{rl_dir(task, method, seed)}/checkpoints/step_{method_settings(method)['max_steps']}"
+
+
+def checkpoints(method):
+    """Checkpoint names evaluated for a method: the start model has one, an RL run one per saved step."""
+    if method == START:
+        return [START]
+    return [f"step_{n}" for n in checkpoint_steps(method)]
+
+
+def eval_stem(task, method, seed, ckpt, length, split):
+    return f"{W}/eval/{task}/{method}/seed{seed}/{ckpt}/len{length}/{split}"
+
+
+def eval_metrics(methods, tasks=None, seeds=None, splits=None):
+    """Every evaluation metrics file of the grid: tasks x methods x seeds x checkpoints x lengths x splits."""
+    out = []
+    for task in tasks or TASKS:
+        for method in methods:
+            for seed in seeds or SEEDS:
+                for ckpt in checkpoints(method):
+                    for length in C["eval"]["gen_lengths"]:
+                        for split in splits or C["eval"]["splits"]:
+                            out.append(eval_stem(task, method, seed, ckpt, length, split) + ".metrics.json")
+    return out
+
+
+def rl_metrics_files(methods):
+    """(task, method, seed, metrics.jsonl) of every RL run among `methods` (the start model has none)."""
+    return [(t, m, s, f"{rl_dir(t, m, s)}/metrics.jsonl")
+            for t in TASKS for m in methods if m != START for s in SEEDS]
+
+
+def results(stem, exts):
+    return [f"{R}/{stem}.{ext}" for ext in exts]
+
+
+wildcard_constraints:
+    task="[a-z][a-z0-9]*",
+    method="[a-z][a-z0-9_]*",
+    seed="[0-9]+",
+    ckpt="sft|base|step_[0-9]+",
+    length="[0-9]+",
+    split="train|validation|test",
+    last="[0-9]+",
+
+
+# The `egspo` entry point beside the Python running Snakemake (so a venv need not be activated), else from PATH.
+_EGSPO_BESIDE = os.path.join(os.path.dirname(sys.executable), "egspo")
+EGSPO = shlex.quote(_EGSPO_BESIDE) if os.access(_EGSPO_BESIDE, os.X_OK) else "egspo"
+STYLE = C["style"]
+LOGS = f"{W}/logs"
