@@ -140,3 +140,81 @@ def test_profile_runs_every_job_through_sbatch_with_gpu_gres(cluster, tmp_path):
     # nothing left to do: a second run submits no job
     again = _snakemake(cluster, tmp_path)
     assert "has been submitted with SLURM jobid" not in again.stderr + again.stdout
+
+
+# ---- 2. preemption: a requeued RL job resumes from its checkpoint ------------------------------------------------
+
+RL_ARGS = ["--task", "sudoku", "--seed", "0", "--algorithm", "egspo", "--style", "tiny", "--max-steps", "6",
+           "--save-every", "1", "--num-generations", "4", "--batch-size", "2", "--gen-length", "64", "--steps", "32",
+           "--block-length", "32", "--k", "2"]
+VOLATILE = ("time_rollout_s", "time_update_s")  # wall-clock fields of a metrics row
+
+
+def _egspo(*args: str, cwd: Path, timeout: float = 300) -> None:
+    proc = subprocess.run([str(BIN / "egspo"), *args], cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, f"egspo {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+
+
+def _metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_requeued_rl_job_resumes_from_its_checkpoint(cluster, tmp_path):
+    from egspo.checkpointing import complete_checkpoints
+    from egspo.tasks import get_task
+
+    _egspo("build-model", "--out", "model", "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2",
+           "--intermediate-size", "64", "--max-len", "128", cwd=tmp_path)
+    rows = get_task("sudoku").load("train", "tiny")[:64]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ["--model", "model", "--train", "train.jsonl", *RL_ARGS]
+
+    # the same run, uninterrupted, outside Slurm: what the resumed run must reproduce
+    _egspo("rl", *common, "--out", "reference", cwd=tmp_path)
+    reference = _metrics(tmp_path / "reference" / "metrics.jsonl")
+    assert [r["step"] for r in reference] == list(range(1, 7))
+
+    out = tmp_path / "run"
+    script = tmp_path / "rl_job.sh"
+    script.write_text("#!/bin/bash\nset -euo pipefail\n"
+                      f"cd {tmp_path}\n"
+                      f"echo \"attempt ${{SLURM_RESTART_COUNT:-0}} job ${{SLURM_JOB_ID:-none}} checkpoints: "
+                      f"$(ls {out}/checkpoints 2>/dev/null | sort -V | tr '\\n' ' ')\"\n"
+                      f"exec {BIN / 'egspo'} rl {' '.join(common)} --out {out}\n")
+    log = tmp_path / "rl_job.log"
+    job = cluster.run("sbatch", "--parsable", "--requeue", "--open-mode=append", "-o", str(log), "-p",
+                      cluster.partition, "--gpus=1", "--cpus-per-gpu=1", "-t", "10", str(script)).strip()
+    cluster.wait_job_state(job, {"RUNNING"}, 60)
+
+    # preempt it as soon as its first checkpoint is complete
+    deadline = time.monotonic() + 240
+    while not complete_checkpoints(out):
+        assert cluster.show_job(job).get("JobState") == "RUNNING", f"job left RUNNING early:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no checkpoint after 240 s:\n{log.read_text()}"
+        time.sleep(0.1)
+    cluster.run("scontrol", "requeue", job)
+    at_requeue = complete_checkpoints(out)
+    assert at_requeue[-1][0] < 6, f"the run finished before it could be requeued: {at_requeue}"
+    first = at_requeue[0][1] / "trainer_state.pt"
+    first_stat = (first.stat().st_ino, first.stat().st_mtime_ns)
+    # Slurm holds a requeued job for about two minutes before it is eligible again; make it eligible now.
+    cluster.wait_job_state(job, {"PENDING"}, 60)
+    cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+    info = cluster.wait_job_state(job, {"COMPLETED", "FAILED", "CANCELLED"}, 300)
+
+    text = log.read_text()
+    assert info["JobState"] == "COMPLETED", f"{info}\n{text}"
+    assert info["Restarts"] == "1"
+    assert "DUE TO JOB REQUEUE" in text
+    attempts = re.findall(r"^attempt (\d+) job (\S+) checkpoints: (.*)$", text, re.M)
+    assert [(a, j) for a, j, _ in attempts] == [("0", job), ("1", job)], text
+    seen = attempts[1][2].split()
+    assert seen and seen[0] == "step_1", f"the restarted job saw no checkpoint: {attempts}"
+    # resumed, not restarted: the first checkpoint was not written again
+    assert (first.stat().st_ino, first.stat().st_mtime_ns) == first_stat
+    metrics = _metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in metrics] == list(range(1, 7)), "each step exactly once"
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in VOLATILE} for r in rows]  # noqa: E731
+    assert strip(metrics) == strip(reference), "the resumed run differs from the uninterrupted one"
+    print(f"\nrequeued after checkpoint {at_requeue[-1][0]}; restarted job saw {seen}")
