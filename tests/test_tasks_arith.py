@@ -1,0 +1,61 @@
+import random
+import time
+from fractions import Fraction
+
+import pytest
+
+from egspo.tasks.arith import (
+    ArithError,
+    ArithLimitError,
+    ArithZeroDivision,
+    evaluate_exact,
+    evaluate_python,
+    integer_literals,
+)
+
+
+def test_python_semantics_match_eval_on_random_whitelisted_expressions():
+    """Differential check against real eval on expressions we generate ourselves (small, so eval is safe)."""
+    rng = random.Random(0)
+    atoms = ["7", "2", "3.5", "0", ".5", "12."]
+    ops = ["+", "-", "*", "/", "//", "**"]
+    for _ in range(3000):
+        expr = rng.choice(atoms)
+        for _ in range(rng.randint(1, 4)):
+            expr = f"({expr}){rng.choice(ops)}{rng.choice(['-', '+', ''])}{rng.choice(atoms)}"
+        try:
+            expected = eval(expr, {"__builtins__": None}, {})  # noqa: S307 - our own generated arithmetic
+        except (ZeroDivisionError, OverflowError, TypeError):
+            with pytest.raises(ArithError):
+                evaluate_python(expr)
+            continue
+        got = evaluate_python(expr)
+        assert type(got) is type(expected) and (got == expected or (got != got and expected != expected)), expr
+
+
+@pytest.mark.parametrize("expr", ["9**9**9", "2**10**7", "99**99**99", "7**7**7**7"])
+def test_huge_powers_are_refused_quickly(expr):
+    start = time.perf_counter()
+    with pytest.raises(ArithLimitError):
+        evaluate_python(expr)
+    assert time.perf_counter() - start < 1
+
+
+def test_python_mode_rejects_non_numbers():
+    for expr in ["2(3)", "()", "...", "[1]", "1 2", "092", "６９", "a+1", "-" * 5000 + "5", "'x'"]:
+        with pytest.raises(ArithError):
+            evaluate_python(expr)
+    assert evaluate_python("(23-43)**.64").imag != 0  # complex, as in Python
+    assert evaluate_python("42-61//21") == 40
+
+
+def test_exact_mode():
+    assert evaluate_exact("43/90*90") == 43
+    assert evaluate_exact("(1+2)/3*7") == 7
+    assert evaluate_exact("1/3") == Fraction(1, 3)
+    with pytest.raises(ArithZeroDivision):
+        evaluate_exact("4/(2-2)")
+    for expr in ["-1", "+1", "2**3", "7//2", "1.5", "2(3)", "1e3", "x", "012", "(" * 300 + "1" + ")" * 300]:
+        with pytest.raises(ArithError):
+            evaluate_exact(expr)
+    assert integer_literals("25*43/25") == [25, 43, 25]
