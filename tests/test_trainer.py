@@ -384,8 +384,10 @@ def test_two_cpu_processes_keep_parameters_identical(tiny_model, train_file, tmp
     cfg = make_config(tiny_model, train_file, out, algorithm=algorithm, lam=0.5, max_steps=2, save_every=2)
     script = tmp_path / "launched.py"
     script.write_text(LAUNCHED.format(tests=str(Path(__file__).parent), cfg=cfg.__dict__))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+    # accelerate 1.x: `launch --cpu --num_processes 2` starts ONE process (its simple launcher needs mpirun for
+    # several CPU processes); the torch.distributed launcher with ACCELERATE_USE_CPU=1 starts two (gloo backend).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                            "--main_process_port", "29517", str(script)],
                           capture_output=True, text=True, env=env, timeout=600)
