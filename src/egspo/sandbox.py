@@ -41,7 +41,7 @@ library only and is sent verbatim to fresh interpreters with ``python -c``.
 from __future__ import annotations
 
 import concurrent.futures
-import json
+import marshal
 import math
 import os
 import secrets
@@ -173,10 +173,10 @@ def _child_exec(cfg, libc, alive_r, job_bytes):
 
     if cfg["mode"] == "namespace":
         workdir = _build_fs_view(libc, cfg)
-        with open(os.path.join(workdir, "job.json"), "wb") as f:
+        with open(os.path.join(workdir, "job.bin"), "wb") as f:
             f.write(job_bytes)
         if cfg["uid"] is not None:
-            os.chown(os.path.join(workdir, "job.json"), cfg["uid"], cfg["gid"])
+            os.chown(os.path.join(workdir, "job.bin"), cfg["uid"], cfg["gid"])
     else:
         workdir = cfg["staging"]
     os.chdir(workdir)
@@ -227,11 +227,11 @@ def _children_of(pid):
 
 def _launcher_main(config_path):
     """Start the sandboxed child, relay its wait status on the control fd, and clean up everything it left."""
-    import json
+    import marshal
     import signal
 
-    with open(config_path) as f:
-        cfg = json.load(f)
+    with open(config_path, "rb") as f:
+        cfg = marshal.load(f)
     ctl = cfg["control_fd"]
 
     def report(msg):
@@ -286,7 +286,7 @@ def _launcher_main(config_path):
     signal.signal(signal.SIGTERM, on_term)
     try:
         libc = _libc()
-        with open(os.path.join(cfg["staging"], "job.json"), "rb") as f:
+        with open(os.path.join(cfg["staging"], "job.bin"), "rb") as f:
             job_bytes = f.read()
         if cfg["mode"] == "namespace":
             flags = _CLONE_NEWNS | _CLONE_NEWPID | _CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWUTS
@@ -376,27 +376,9 @@ def _restore_modules(snapshot):
     sys.path_hooks[:] = path_hooks
 
 
-def _imported_modules(source):
-    """Top-level module names imported anywhere in ``source`` (for pre-importing before the candidate)."""
-    import ast
-
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    names = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.append(node.module)
-    return names
-
-
 def _harness_main():
     import builtins
-    import json
-    import types
+    import marshal
 
     write, exit_now, compile_, exec_ = os.write, os._exit, compile, exec
     stdout, stderr, builtins_dict = sys.stdout, sys.stderr, builtins.__dict__
@@ -425,12 +407,11 @@ def _harness_main():
             raise PermissionError(f"sandbox: {event} is not allowed")
 
     sys.addaudithook(guard)
-    with open("job.json") as f:
-        job = json.load(f)
-    os.unlink("job.json")
+    with open("job.bin", "rb") as f:
+        job = marshal.load(f)
+    os.unlink("job.bin")
     mode = job["mode"]
-    trusted = "\n".join([job.get("test_setup") or "", *job.get("tests", ()), job.get("test_module") or ""])
-    preload = _imported_modules(trusted)
+    preload = list(job["preload"])
     if mode == "pytest":
         os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         preload += ["pytest", "_pytest.config"]
@@ -449,7 +430,7 @@ def _harness_main():
                 pass
     snapshot = _snapshot_modules()
     module_name = "__main__" if mode == "script" else "solution"
-    module = types.ModuleType(module_name)
+    module = type(sys)(module_name)
     module.__file__ = os.path.join(os.getcwd(), "solution.py")
     module.__builtins__ = builtins
     sys.modules[module_name] = module
@@ -640,6 +621,32 @@ class Limits:
             raise ValueError(f"isolation must be 'auto', 'namespace' or 'basic', got {self.isolation!r}")
 
 
+def _imported_modules(source: str) -> list[str]:
+    """Top-level module names imported anywhere in ``source`` (for pre-importing before the candidate)."""
+    import ast
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return []
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def _preload(program: "Program") -> list[str]:
+    """Modules the trusted test code imports: the harness imports them before the candidate runs."""
+    trusted = "\n".join([program.test_setup, *(program.tests or ()), program.test_module or ""])
+    return list(dict.fromkeys(_imported_modules(trusted)))
+
+
 # ---- uid allocation and isolation probe -------------------------------------------------------------------------
 
 _uid_lock = threading.Lock()
@@ -758,10 +765,10 @@ def _run(program: Program, limits: Limits, mode: str) -> SandboxResult:
     try:
         job = {"mode": program.mode, "code": program.code, "tests": list(program.tests or ()),
                "test_setup": program.test_setup, "entry_points": list(program.entry_points),
-               "test_module": program.test_module}
-        job_path = os.path.join(staging, "job.json")
-        with open(job_path, "w", encoding="utf-8") as f:
-            json.dump(job, f)
+               "test_module": program.test_module, "preload": _preload(program)}
+        job_path = os.path.join(staging, "job.bin")
+        with open(job_path, "wb") as f:
+            marshal.dump(job, f)
         result_r, result_w = os.pipe()
         nonce_r, nonce_w = os.pipe()
         control_r, control_w = os.pipe()
@@ -777,9 +784,9 @@ def _run(program: Program, limits: Limits, mode: str) -> SandboxResult:
                "tmpfs_bytes": int(limits.tmpfs_mb) << 20,
                "limits": {"cpu_s": int(math.ceil(limits.timeout_s)) + 1, "as_bytes": int(limits.memory_mb) << 20,
                           "nproc": int(limits.max_procs), "fsize_bytes": int(limits.max_file_mb) << 20}}
-        config_path = os.path.join(staging, "launch.json")
-        with open(config_path, "w", encoding="utf-8") as f:
-            json.dump(cfg, f)
+        config_path = os.path.join(staging, "launch.bin")
+        with open(config_path, "wb") as f:
+            marshal.dump(cfg, f)
         if uid is not None and mode == "basic":
             os.chown(staging, uid, gid)
             os.chown(job_path, uid, gid)
