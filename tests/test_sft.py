@@ -198,6 +198,18 @@ def test_training_drives_the_loss_down(tiny_dir, tok, one_thread):
         model, eval_ex, tok.mask_token_id, tok.pad_token_id, batch_size=32, seed=7919), rel=1e-5)
 
 
+def test_training_is_deterministic_in_the_seed(tiny_dir, tok, one_thread):
+    task = CopyTask()
+    train_ex, _ = sft.build_examples(task.load("train", n=40), tok, 6, task=task)
+    runs = []
+    for seed in (3, 3, 4):
+        _, metrics = sft.train(load_model(tiny_dir), tok, train_ex, max_steps=15, batch_size=16, lr=1e-3, seed=seed,
+                               progress=False)
+        runs.append([m["loss"] for m in metrics])
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+    assert [m["epoch"] for m in metrics][:6] == [0, 0, 1, 1, 2, 2]  # 40 rows, batch 16, drop_last: 2 per epoch
+
+
 def _write_rows(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 

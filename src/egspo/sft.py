@@ -337,6 +337,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--task is required with --format task")
     if args.quantize_4bit and args.lora_r <= 0:
         raise ValueError("--quantize-4bit needs LoRA (--lora-r > 0): quantized weights cannot be trained")
+    if args.quantize_4bit and not args.save_adapter:
+        raise ValueError("--quantize-4bit needs --save-adapter: merging LoRA into 4-bit weights is lossy; merge the "
+                         "adapter into the bf16 base afterwards with `egspo merge`")
     if args.save_adapter and args.lora_r <= 0:
         raise ValueError("--save-adapter needs LoRA (--lora-r > 0)")
     tokenizer = load_tokenizer(args.model)
