@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("egspo.evaluate", "greedy generation at one length for a checkpoint, then grading: JSONL + metrics JSON"),
     "merge": ("egspo.merge", "merge a LoRA adapter checkpoint into its base model and save a plain HF model dir"),
     "report": ("egspo.report", "tables (CSV + Markdown) and figures (PNG + PDF) in results/ from run outputs"),
+    "trace": ("egspo.trace", "record per-step entropy, selected steps and one-step-fill rewards of trajectories "
+                             "for Figure 2"),
 }
 
 
