@@ -218,3 +218,77 @@ def test_requeued_rl_job_resumes_from_its_checkpoint(cluster, tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if k not in VOLATILE} for r in rows]  # noqa: E731
     assert strip(metrics) == strip(reference), "the resumed run differs from the uninterrupted one"
     print(f"\nrequeued after checkpoint {at_requeue[-1][0]}; restarted job saw {seen}")
+
+
+# ---- 3. the tiny preset's micro DAG through the Slurm profile equals a local run ---------------------------------
+
+def _micro_config() -> dict:
+    """The micro configuration of the pipeline's end-to-end test (tests/test_pipeline_e2e.py: MICRO_CONFIG)."""
+    path = Path(__file__).resolve().parent / "test_pipeline_e2e.py"
+    if not (REPO / "Snakefile").is_file() or not path.is_file():
+        pytest.fail("the pipeline (Snakefile) and its end-to-end test (tests/test_pipeline_e2e.py) are required")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_pipeline_e2e", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = getattr(module, "MICRO_CONFIG", None)
+    if not isinstance(config, dict):
+        pytest.fail("tests/test_pipeline_e2e.py must define MICRO_CONFIG, the micro config as a dict")
+    return config
+
+
+def _outputs(workdir: Path) -> dict[str, bytes]:
+    """Evaluation metrics, generations and result tables of a run, by path relative to the run directory."""
+    found = {}
+    for pattern in ("work/eval/**/*.json", "work/eval/**/*.jsonl", "results/tables/**/*.csv",
+                    "results/tables/**/*.md"):
+        for path in workdir.glob(pattern):
+            found[str(path.relative_to(workdir))] = path.read_bytes()
+    return found
+
+
+@pytest.mark.timeout(1800)
+def test_micro_dag_through_slurm_profile_matches_local_run(cluster, tmp_path):
+    import yaml
+
+    config = _micro_config()
+    runs = {}
+    for name in ("local", "slurm"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "micro.yaml").write_text(yaml.safe_dump(config))
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    start = time.monotonic()
+    local = subprocess.run([str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--profile",
+                            str(REPO / "profiles" / "local"), "--cores", "2", "--configfile", "micro.yaml",
+                            "--directory", str(tmp_path / "local")], cwd=tmp_path / "local", env=env,
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1200)
+    assert local.returncode == 0, f"local run failed:\n{local.stderr[-6000:]}"
+    runs["local"] = time.monotonic() - start
+
+    start = time.monotonic()
+    proc = _snakemake(cluster, tmp_path / "slurm", "--snakefile", str(REPO / "Snakefile"), "--configfile",
+                      "micro.yaml", timeout=1500)
+    runs["slurm"] = time.monotonic() - start
+    log = proc.stderr + proc.stdout
+
+    # every job that ran locally ran as an sbatch job (rule `all` has no shell: it is never a job of its own)
+    local_rules = sorted(r for r, _ in _rule_jobids(local.stderr + local.stdout) if r != "all")
+    jobid_to_rule = {j: r for r, j in _rule_jobids(log)}
+    submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", log)
+    slurm_rules = sorted(jobid_to_rule[j] for j, _ in submitted)
+    assert slurm_rules == local_rules, f"jobs differ between the Slurm and the local run:\n{log[-6000:]}"
+    known = {j["JobId"]: j for j in cluster.jobs()}
+    gpu_rules = {"sft", "rl", "eval", "trace"}  # GPU rules of profiles/slurm (1 GPU each at EGSPO_SLURM_SIZE=small)
+    for jobid, slurm_id in submitted:
+        rule, info = jobid_to_rule[jobid], known[slurm_id]
+        assert info["JobState"] == "COMPLETED", (rule, info)
+        assert info["JOB_GRES"] == ("gpu:1" if rule in gpu_rules else "(null)"), (rule, info["JOB_GRES"])
+
+    ours, theirs = _outputs(tmp_path / "slurm"), _outputs(tmp_path / "local")
+    assert any(k.startswith("work/eval/") for k in theirs), f"the local run wrote no eval metrics: {sorted(theirs)}"
+    assert sorted(ours) == sorted(theirs)
+    differing = [k for k in theirs if ours[k] != theirs[k]]
+    assert not differing, f"outputs differ between the Slurm and the local run: {differing}"
+    print(f"\nmicro DAG: local {runs['local']:.0f} s, through Slurm {runs['slurm']:.0f} s "
+          f"({len(submitted)} sbatch jobs, {len(theirs)} output files identical)")
