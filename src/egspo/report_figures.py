@@ -75,9 +75,9 @@ def accuracy_bars(summary: pd.DataFrame, methods: Sequence[str], stem: str | Pat
             err = np.vstack([np.nan_to_num(low), np.nan_to_num(high)])
             x = np.arange(len(tasks)) + (i - (len(methods) - 1) / 2) * width
             ax.bar(x, means, width, yerr=err, capsize=3, color=color, label=method_label(method))
-            for xi, m in zip(x, means):
+            for xi, m, up in zip(x, means, err[1]):
                 if np.isfinite(m):
-                    ax.text(xi, m + 1.0, f"{m:.1f}", ha="center", va="bottom", fontsize=7)
+                    ax.text(xi, m + up + 1.0, f"{m:.1f}", ha="center", va="bottom", fontsize=7)
         ax.set_xticks(np.arange(len(tasks)), tasks)
         ax.set_title(PROTOCOL_LABELS[protocol], fontsize=9)
         ax.set_ylim(0, 105)

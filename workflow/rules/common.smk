@@ -111,7 +111,8 @@ check_config()
 # ---- flags -----------------------------------------------------------------------------------------------------
 def flags(options):
     """Command-line flags from a mapping: {"max_steps": 5, "quiet": True, "k": [1, 2]} -> "--max-steps 5 --quiet
-    --k 1 2". None and False are left out; strings are shell-quoted."""
+    --k 1,2" (lists comma-joined, as the egspo parsers take them). None and False are left out; values are
+    shell-quoted."""
     parts = []
     for key, value in options.items():
         if value is None or value is False:
@@ -120,7 +121,7 @@ def flags(options):
         if value is True:
             parts.append(flag)
         elif isinstance(value, (list, tuple)):
-            parts.append(" ".join([flag] + [shlex.quote(str(v)) for v in value]))
+            parts.append(f"{flag} {shlex.quote(','.join(str(v) for v in value))}")
         else:
             parts.append(f"{flag} {shlex.quote(str(value))}")
     return " ".join(parts)

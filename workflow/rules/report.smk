@@ -111,3 +111,10 @@ rule evaluate_all:
     that leaves results/ alone."""
     input:
         eval_metrics(C["compare"]),
+
+
+rule compare_methods:
+    """The method comparison alone (main table, paired differences, Figure 1, training curves): with a variant
+    method in `compare` and its own `results_dir`, a targeted rerun that leaves the default results alone."""
+    input:
+        MAIN_TABLES + FIG1 + CURVES,

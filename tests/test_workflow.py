@@ -1,0 +1,118 @@
+"""The Snakemake workflow: schema validation stops bad configs before any job, the default DAG has the expected
+jobs, overrides from the command line give targeted reruns in their own directories. Every run uses
+``--directory TMP`` so nothing is written into the repository."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    cmd = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "1",
+           *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    res.output = res.stdout + res.stderr  # Snakemake prints errors and job tables on either stream
+    return res
+
+
+def job_counts(output: str) -> Counter:
+    """The 'Job stats' table of a dry run as {rule: count}."""
+    block = output.split("Job stats:", 1)[1]
+    counts = Counter()
+    for line in block.splitlines()[3:]:
+        m = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if not m:
+            break
+        if m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def expected_default_counts() -> Counter:
+    """Job counts of the default config, computed from config.yaml."""
+    tiny = yaml.safe_load((REPO / "config.yaml").read_text())["presets"]["tiny"]
+    tasks, seeds = len(tiny["tasks"]), len(tiny["seeds"])
+    rl_methods = [m for m in tiny["compare"] if m != "sft"]
+    rl = tiny["rl"]
+    n_ckpt = len(range(rl["save_every"], rl["max_steps"] + 1, rl["save_every"]))
+    lengths, splits = len(tiny["eval"]["gen_lengths"]), len(tiny["eval"]["splits"])
+    return Counter({"data": tasks, "build_model": 1, "sft": tasks * seeds, "rl": tasks * seeds * len(rl_methods),
+                    "eval": tasks * seeds * (1 + len(rl_methods) * n_ckpt) * lengths * splits, "gradcheck": 1,
+                    "trace": tasks, "report_main": 1, "report_curves": 1, "report_fig2": 1, "report_gradcheck": 1,
+                    "all": 1})
+
+
+def test_default_dag_job_counts(tmp_path):
+    res = snakemake(tmp_path, "-n")
+    assert res.returncode == 0, res.output[-3000:]
+    counts = job_counts(res.output)
+    assert counts == expected_default_counts()
+    # the numbers the README quotes (tiny preset: 2 tasks x 3 seeds x (1 + 3 methods x 3 checkpoints) x 3 x 2)
+    assert counts["eval"] == 360 and counts["rl"] == 18 and sum(counts.values()) == 395
+
+
+def test_unknown_key_stops_the_run_before_any_job(tmp_path):
+    res = snakemake(tmp_path, "--config", "rl={lrr: 0.1}")
+    assert res.returncode != 0
+    assert "'lrr' was unexpected" in res.output and "Error validating config file" in res.output
+    assert not (tmp_path / "work").exists() and not (tmp_path / "results").exists()
+    res = snakemake(tmp_path, "-n", "--config", "taskz=[sudoku]")
+    assert res.returncode != 0 and "'taskz' was unexpected" in res.output
+
+
+def test_bad_value_names_the_key(tmp_path):
+    res = snakemake(tmp_path, "--config", "seeds=[-1]")
+    assert res.returncode != 0
+    assert "-1 is less than the minimum of 0" in res.output and "instance['seeds'][0]" in res.output
+    assert not (tmp_path / "work").exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("presets:\n  tiny:\n    rl:\n      selection: best\n")
+    res = snakemake(tmp_path, "-n", "--configfile", str(bad))
+    assert res.returncode != 0
+    assert "'best' is not one of" in res.output and "['presets']['tiny']['rl']['selection']" in res.output
+
+
+def test_cross_field_rule_names_the_key(tmp_path):
+    res = snakemake(tmp_path, "-n", "--config", "methods={egspo_sa_all: {k: 4}}")
+    assert res.returncode != 0
+    assert "config key 'methods.egspo_sa_all.k' = 4: selection 'all' needs k = steps = 16" in res.output
+
+
+def test_override_variant_runs_in_its_own_directories(tmp_path):
+    res = snakemake(tmp_path, "-n", "-p", "compare_methods", "--config", "tasks=[sudoku]", "seeds=[0]", "rl={lr: 2e-4}",
+                    "methods={egspo_sa_k2: {algorithm: egspo, lam: 0.5, selection: entropy, k: 2}}",
+                    "compare=[sft, egspo_sa_k2]", "results_dir=results/variants/k2")
+    assert res.returncode == 0, res.output[-3000:]
+    out = res.output
+    counts = job_counts(out)
+    assert counts["rl"] == 1 and counts["sft"] == 1 and counts["eval"] == (1 + 3) * 3 * 2
+    rl_cmds = [line for line in out.splitlines() if " rl --model" in line]
+    assert len(rl_cmds) == 1
+    cmd = rl_cmds[0]
+    assert "--out work/rl/sudoku/egspo_sa_k2/seed0" in cmd and "--k 2" in cmd and "--lr 0.0002" in cmd
+    assert "--max-steps 120" in cmd and "--lam 0.5" in cmd  # the rest of `rl` is the preset's
+    outputs = re.findall(r"output: (.*)", out)
+    written = {p.strip() for line in outputs for p in line.split(",")}
+    assert all(p.startswith(("work/", "results/variants/k2/")) for p in written), sorted(written)
+    assert not any("/egspo_sa/" in p or "/diffu_grpo/" in p for p in written)
+
+
+def test_ablation_target_and_paper_preset_parse(tmp_path):
+    res = snakemake(tmp_path, "-n", "ablate_reward", "--config", "seeds=[0]", "tasks=[sudoku]")
+    assert res.returncode == 0, res.output[-3000:]
+    counts = job_counts(res.output)
+    assert counts["rl"] == 3 and counts["report_ablation"] == 1 and "report_main" not in counts
+    res = snakemake(tmp_path, "-n", "--config", "preset=paper", "tasks=[gsm8k, mbpp]")
+    assert res.returncode == 0, res.output[-3000:]
+    counts = job_counts(res.output)
+    assert counts["data"] == 2 and "build_model" not in counts and "sft" not in counts
