@@ -22,9 +22,9 @@ import torch
 
 from egspo.sampler import (
     Rollout,
-    accepts_attention_mask,
     forward_logits,
     model_device,
+    needs_attention_mask,
     score_dtype,
 )
 
@@ -103,7 +103,7 @@ def token_logprobs(model, batch: StepBatch, micro_batch: int | None = None, retu
         raise ValueError(f"micro_batch must be a positive int or None, got {micro_batch!r}")
     chunk = M if micro_batch is None else micro_batch
     device = model_device(model, batch.input_ids.device)
-    pass_mask = accepts_attention_mask(model)
+    pass_mask = needs_attention_mask(model, batch.attention_mask)
     L = batch.gen_length
     pieces, packed = [], []
     for start in range(0, M, max(chunk, 1)):
@@ -236,7 +236,7 @@ def d1_sequence_logprobs(
     N, L = completion.shape
     ids = torch.cat([noisy_prompt, torch.full_like(completion, mask_token_id)], dim=1)
     attention = torch.cat([prompt_mask, torch.ones((N, L), dtype=torch.bool, device=device)], dim=1)
-    logits = forward_logits(model, ids, attention, accepts_attention_mask(model))[:, -L:, :]
+    logits = forward_logits(model, ids, attention, needs_attention_mask(model, prompt_mask))[:, -L:, :]
     logits = logits.to(score_dtype(logits))
     return torch.log_softmax(logits, -1).gather(-1, completion.unsqueeze(-1)).squeeze(-1)
 

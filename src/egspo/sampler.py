@@ -188,9 +188,9 @@ def accepts_attention_mask(model) -> bool:
 
 
 def forward_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, pass_mask: bool):
-    """``model(input_ids=..., attention_mask=...).logits``; the mask is passed only when ``pass_mask`` and it
-    masks something (an all-ones mask is equivalent to none)."""
-    if pass_mask and attention_mask is not None and not bool(attention_mask.all()):
+    """``model(input_ids=..., attention_mask=...).logits``; the mask is passed only when ``pass_mask`` (callers
+    decide once, e.g. `needs_attention_mask`) and it is not None."""
+    if pass_mask and attention_mask is not None:
         out = model(input_ids=input_ids, attention_mask=attention_mask.long())
     else:
         out = model(input_ids=input_ids)
@@ -201,6 +201,11 @@ def forward_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor 
             f"got {tuple(logits.shape)}"
         )
     return logits
+
+
+def needs_attention_mask(model, attention_mask: torch.Tensor) -> bool:
+    """Pass the mask iff the model's forward takes one and it masks something (all ones is the same as none)."""
+    return accepts_attention_mask(model) and not bool(attention_mask.all())
 
 
 def vocab_size_of(model) -> int | None:
@@ -365,42 +370,42 @@ def _denoise(model, prompt_ids, prompt_mask, tokens, commit_step, start_steps, c
     schedule = step_schedule(L, T, B).tolist()
     per_block = config.steps_per_block
     tau = float(config.temperature)
-    pass_mask = accepts_attention_mask(model)
+    # an all-ones attention mask is the same as none: pass it only when some prompt is padded (checked once)
+    use_mask = needs_attention_mask(model, prompt_mask)
     x = torch.cat([prompt_ids, tokens], dim=1)  # [N, P+L] the model input S_j
     attention = torch.cat([prompt_mask, torch.ones((N, L), dtype=torch.bool, device=device)], dim=1)
-    first = int(start_steps.min())
+    starts = start_steps.tolist()  # host copy: no device synchronisation inside the loop
     vocab_checked = False
-    for j in range(first, T):
-        active = start_steps <= j
-        all_active = bool(active.all())
-        rows = None if all_active else active.nonzero().squeeze(1)
+    for j in range(min(starts), T):
+        active = [n for n, s in enumerate(starts) if s <= j]
+        rows = None if len(active) == N else torch.tensor(active, dtype=torch.long, device=device)
         x_in = x if rows is None else x.index_select(0, rows)
         att_in = attention if rows is None else attention.index_select(0, rows)
         masked = (commit_step if rows is None else commit_step.index_select(0, rows)) == T  # [n, L]
-        logits = forward_logits(model, x_in, att_in, pass_mask)  # [n, P+L, V]
+        logits = forward_logits(model, x_in, att_in if use_mask else None, use_mask)  # [n, P+L, V]
         V = logits.shape[-1]
         if not vocab_checked:
             check_mask_id(model, config.mask_token_id, V)
             vocab_checked = True
         n = x_in.shape[0]
         k = schedule[j]
+        block_start = (j // per_block) * per_block
         lo = (j // per_block) * B
-        # Masked positions of the current block; every row has the same count (the schedule is shared).
+        # Masked positions of the current block: every row has the same number m, known from the shared schedule;
+        # a stable sort puts them first, in ascending order.
+        m = B - sum(schedule[block_start:j])
         cand = masked[:, lo : lo + B]
-        m = int(cand[0].sum())
-        positions = cand.nonzero()[:, 1].view(n, m) + lo  # [n, m] completion positions, ascending
-        if m < k:
-            raise RuntimeError(f"step {j}: {m} masked positions left in the block but the schedule commits {k}")
+        positions = torch.sort((~cand).to(torch.uint8), dim=1, stable=True).indices[:, :m] + lo  # [n, m]
         block_logits = logits[:, P:, :].gather(1, positions.unsqueeze(-1).expand(n, m, V))
         block_logits = block_logits.to(score_dtype(block_logits))  # [n, m, V]
         lse = torch.logsumexp(block_logits, dim=-1)  # [n, m]
         if tau == 0.0:
             sampled = block_logits.argmax(-1)
         else:
-            u = torch.rand(block_logits.shape, generator=generator, device=device, dtype=block_logits.dtype)
-            gumbel = -torch.log(-torch.log(u))
-            sampled = (block_logits / tau + gumbel).argmax(-1)
-            del u, gumbel
+            noise = torch.rand(block_logits.shape, generator=generator, device=device, dtype=block_logits.dtype)
+            noise.log_().neg_().log_().neg_()  # g = -log(-log u) ~ Gumbel(0, 1), in place
+            sampled = noise.add_(block_logits, alpha=1.0 / tau).argmax(-1)  # argmax(z / tau + g)
+            del noise
         chosen_lp = block_logits.gather(-1, sampled.unsqueeze(-1)).squeeze(-1) - lse  # [n, m]
         if config.remasking == "low_confidence":
             confidence = chosen_lp  # log p is monotone in p = softmax(z)[x]
