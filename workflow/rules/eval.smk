@@ -44,7 +44,7 @@ rule eval:
         "{EGSPO} eval --model {params.model} --task {wildcards.task} --data {input.data} "
         "--gen-length {wildcards.length} --steps {params.steps} --block-length {params.block_length} "
         "--batch-size {params.batch_size} --style {STYLE} --out {output.generations} --metrics {output.metrics} "
-        "--tag task={wildcards.task} --tag method={wildcards.method} --tag seed={wildcards.seed} "
+        "--tag method={wildcards.method} --tag seed={wildcards.seed} "
         "--tag ckpt={wildcards.ckpt} --tag split={wildcards.split} > {log} 2>&1"
 
 
