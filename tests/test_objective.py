@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -87,6 +88,13 @@ def test_token_logprobs_match_rollout_and_chunking(rollout_and_model):
                                atol=1e-5, rtol=0)
     lp, packed = token_logprobs(model, sb, return_logits_at_targets=True)
     assert packed.shape == (int(sb.target_mask.sum()), 16)
+    with torch.no_grad():  # packed order = target_mask.nonzero() order
+        direct = model(input_ids=sb.input_ids, attention_mask=sb.attention_mask.long()).logits[:, -6:][sb.target_mask]
+    torch.testing.assert_close(packed, direct)
+    # without the host-side hints (a hand-made StepBatch) the result is the same
+    bare = dataclasses.replace(sb, max_targets=0, has_padding=None)
+    with torch.no_grad():
+        torch.testing.assert_close(token_logprobs(model, bare, micro_batch=7), full)
     with pytest.raises(ValueError, match="micro_batch"):
         token_logprobs(model, sb, micro_batch=0)
 
@@ -98,6 +106,9 @@ def test_step_logprob_reductions():
     assert step_logprob(lp, mask, "mean").tolist() == [-2.5, -0.5]
     with pytest.raises(ValueError, match="reduction"):
         step_logprob(lp, mask, "max")
+    empty = torch.tensor([[False, False, False], [True, False, False]])
+    assert step_logprob(lp, empty, "mean").tolist() == [0.0, -0.5]  # a row without targets gives 0
+    assert kl_k3(lp, lp - 1.0, empty)[0].item() == 0.0
 
 
 @pytest.mark.parametrize("adv,threshold,side", [(1.0, 1.5, "above"), (-1.0, 0.8, "below")])

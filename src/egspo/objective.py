@@ -8,7 +8,8 @@ Reductions (documented choices):
 
 * ``clipped_surrogate`` works per row (one row = one selected step of one trajectory) with a *sequence-level* ratio
   ``rho = exp(logpi_theta - logpi_old)`` of the step's (summed or mean) log-probability; it returns the loss per row.
-* ``kl_k3`` / ``kl_exact`` return per row the mean over ``U_j`` of a per-token KL.
+* ``kl_k3`` / ``kl_exact`` return per row the mean over ``U_j`` of a per-token KL (0 for a row without targets;
+  ``step_batch`` never makes one, every step commits at least one token).
 * ``egspo_loss`` averages ``clipped + beta * kl`` over the valid rows.
 * ``d1_grpo_loss`` follows d1 / TRL GRPO: per-token clipped loss + ``beta * k3``, masked mean over each completion's
   tokens, then the mean over completions.
@@ -22,10 +23,12 @@ import torch
 
 from egspo.sampler import (
     Rollout,
+    accepts_attention_mask,
     forward_logits,
     model_device,
     needs_attention_mask,
     score_dtype,
+    step_schedule,
 )
 
 STEP_REDUCTIONS = ("sum", "mean")
@@ -42,6 +45,8 @@ class StepBatch:
     old_logprobs: torch.Tensor  # [M, L] float: rollout token_logprobs on U_j, 0 elsewhere
     row_index: torch.Tensor  # [M] long: trajectory n of each row
     step_index: torch.Tensor  # [M] long: step j of each row
+    max_targets: int = 0  # an upper bound on |U_j| per row known on the host (0: unknown, counted when needed)
+    has_padding: bool | None = None  # whether any prompt is padded (None: checked when needed)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -51,12 +56,14 @@ class StepBatch:
         return self.target_mask.shape[1]
 
     def to(self, device) -> StepBatch:
-        return StepBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
+        return StepBatch(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()})
 
     def rows(self, idx) -> StepBatch:
         """Sub-batch of rows ``idx``."""
         idx = torch.as_tensor(idx, dtype=torch.long, device=self.input_ids.device)
-        return StepBatch(**{k: v.index_select(0, idx) for k, v in self.__dict__.items()})
+        return StepBatch(
+            **{k: (v.index_select(0, idx) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        )
 
 
 def step_batch(rollout: Rollout, steps: torch.Tensor) -> StepBatch:
@@ -88,6 +95,8 @@ def step_batch(rollout: Rollout, steps: torch.Tensor) -> StepBatch:
         old_logprobs=old,
         row_index=row_index,
         step_index=step_index,
+        max_targets=int(step_schedule(L, T, rollout.config.block_length).max()),
+        has_padding=not bool(rollout.prompt_mask.all()),
     )
 
 
@@ -103,21 +112,30 @@ def token_logprobs(model, batch: StepBatch, micro_batch: int | None = None, retu
         raise ValueError(f"micro_batch must be a positive int or None, got {micro_batch!r}")
     chunk = M if micro_batch is None else micro_batch
     device = model_device(model, batch.input_ids.device)
-    pass_mask = needs_attention_mask(model, batch.attention_mask)
+    padded = batch.has_padding if batch.has_padding is not None else not bool(batch.attention_mask.all())
+    pass_mask = padded and accepts_attention_mask(model)
     L = batch.gen_length
+    # Gather a fixed number of positions per row (the targets and, in rows with fewer, some non-targets that are
+    # zeroed): no data-dependent shapes, so no host-device synchronisation in the loop.
+    kmax = batch.max_targets if batch.max_targets > 0 else int(batch.target_mask.sum(1).max())
+    kmax = max(1, min(kmax, L))
     pieces, packed = [], []
-    for start in range(0, M, max(chunk, 1)):
+    for start in range(0, M, chunk):
         sl = slice(start, min(start + chunk, M))
         ids = batch.input_ids[sl].to(device)
         tmask = batch.target_mask[sl].to(device)
         logits = forward_logits(model, ids, batch.attention_mask[sl].to(device), pass_mask)
-        at_targets = logits[:, -L:, :][tmask]  # [S_chunk, V]
-        at_targets = at_targets.to(score_dtype(at_targets))
-        lp = torch.log_softmax(at_targets, dim=-1).gather(-1, batch.targets[sl].to(device)[tmask].unsqueeze(-1))
-        out = torch.zeros(tmask.shape, dtype=lp.dtype, device=device)
-        pieces.append(out.masked_scatter(tmask, lp.squeeze(-1)))
+        V = logits.shape[-1]
+        pos = tmask.to(torch.float32).topk(kmax, dim=1, sorted=False).indices.sort(dim=1).values  # [c, kmax]
+        valid = tmask.gather(1, pos)
+        at_pos = logits[:, -L:, :].gather(1, pos.unsqueeze(-1).expand(-1, -1, V))
+        at_pos = at_pos.to(score_dtype(at_pos))  # [c, kmax, V]
+        targets = batch.targets[sl].to(device).gather(1, pos)
+        lp = torch.log_softmax(at_pos, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        lp = torch.where(valid, lp, torch.zeros((), dtype=lp.dtype, device=device))
+        pieces.append(torch.zeros(tmask.shape, dtype=lp.dtype, device=device).scatter(1, pos, lp))
         if return_logits_at_targets:
-            packed.append(at_targets)
+            packed.append(at_pos[valid])  # row-major, positions ascending: the order of target_mask.nonzero()
     result = torch.cat(pieces, dim=0) if pieces else torch.zeros((0, L), device=device)
     if return_logits_at_targets:
         return result, torch.cat(packed, dim=0)
@@ -132,10 +150,7 @@ def step_logprob(token_lp: torch.Tensor, target_mask: torch.Tensor, reduction: s
     total = (token_lp * mask).sum(-1)
     if reduction == "sum":
         return total
-    count = mask.sum(-1)
-    if bool((count == 0).any()):
-        raise ValueError("reduction='mean' needs at least one target per row; some rows of target_mask are empty")
-    return total / count
+    return total / mask.sum(-1).clamp_min(1.0)  # a row without targets (never made by step_batch) gives 0
 
 
 def clipped_surrogate(
@@ -151,11 +166,10 @@ def clipped_surrogate(
 
 
 def _masked_row_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over ``mask`` per row; a row with no positions gives 0 (it has nothing to penalise).
+    Written without a data-dependent check so that it never synchronises with the device."""
     mask = mask.to(values.dtype)
-    count = mask.sum(-1)
-    if bool((count == 0).any()):
-        raise ValueError("mask has a row with no positions; the per-row mean is undefined")
-    return (values * mask).sum(-1) / count
+    return (values * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

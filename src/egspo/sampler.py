@@ -25,6 +25,7 @@ exactly as in LLaDA's sampler).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -179,10 +180,20 @@ def model_device(model, fallback: torch.device | None = None) -> torch.device:
 
 
 def accepts_attention_mask(model) -> bool:
-    """Whether ``model.forward`` has an ``attention_mask`` parameter (checked on the signature)."""
+    """Whether ``model.forward`` has an ``attention_mask`` parameter (checked on the signature, cached per
+    function)."""
     forward = getattr(model, "forward", model)
+    function = getattr(forward, "__func__", forward)
     try:
-        return "attention_mask" in inspect.signature(forward).parameters
+        return _has_attention_mask_param(function)
+    except TypeError:  # unhashable callable
+        return _has_attention_mask_param.__wrapped__(function)
+
+
+@functools.lru_cache(maxsize=256)
+def _has_attention_mask_param(function) -> bool:
+    try:
+        return "attention_mask" in inspect.signature(function).parameters
     except (TypeError, ValueError):
         return False
 
@@ -396,17 +407,20 @@ def _denoise(model, prompt_ids, prompt_mask, tokens, commit_step, start_steps, c
         m = B - sum(schedule[block_start:j])
         cand = masked[:, lo : lo + B]
         positions = torch.sort((~cand).to(torch.uint8), dim=1, stable=True).indices[:, :m] + lo  # [n, m]
-        block_logits = logits[:, P:, :].gather(1, positions.unsqueeze(-1).expand(n, m, V))
-        block_logits = block_logits.to(score_dtype(block_logits))  # [n, m, V]
-        lse = torch.logsumexp(block_logits, dim=-1)  # [n, m]
+        # log p_theta(. | S_j) at the block's masked positions, temperature 1: [n, m, V], one fused pass
+        logp = torch.log_softmax(logits[:, P:, :].gather(1, positions.unsqueeze(-1).expand(n, m, V)), dim=-1)
+        if logp.dtype not in (torch.float32, torch.float64):
+            logp = logp.float()
         if tau == 0.0:
-            sampled = block_logits.argmax(-1)
+            sampled = logp.max(-1).indices  # argmax z (max().indices: first maximum, faster than argmax on CPU)
         else:
-            noise = torch.rand(block_logits.shape, generator=generator, device=device, dtype=block_logits.dtype)
-            noise.log_().neg_().log_().neg_()  # g = -log(-log u) ~ Gumbel(0, 1), in place
-            sampled = noise.add_(block_logits, alpha=1.0 / tau).argmax(-1)  # argmax(z / tau + g)
+            # Gumbel-max: argmax_v z_v / tau + g_v = argmax_v log p_v - tau * log(-log u_v) (the per-position
+            # log-normaliser and the factor tau > 0 do not move the argmax); computed in place in the noise buffer
+            noise = torch.rand(logp.shape, generator=generator, device=device, dtype=logp.dtype)
+            noise.log_().neg_().log_()  # log(-log u) = -g
+            sampled = torch.add(logp, noise, alpha=-tau, out=noise).max(-1).indices
             del noise
-        chosen_lp = block_logits.gather(-1, sampled.unsqueeze(-1)).squeeze(-1) - lse  # [n, m]
+        chosen_lp = logp.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)  # [n, m]
         if config.remasking == "low_confidence":
             confidence = chosen_lp  # log p is monotone in p = softmax(z)[x]
         else:
@@ -416,23 +430,23 @@ def _denoise(model, prompt_ids, prompt_mask, tokens, commit_step, start_steps, c
         commit_tok = sampled.gather(1, pick)
         if record is not None:
             lp_k = chosen_lp.gather(1, pick)
-            ent_k = entropy_from_logits(block_logits.gather(1, pick.unsqueeze(-1).expand(n, k, V)))
-            if record.greedy_fill is not None:
-                greedy = logits[:, P:, :].argmax(-1)  # [n, L]
-                fill = torch.where(masked, greedy, x_in[:, P:])
+            p_k = logp.gather(1, pick.unsqueeze(-1).expand(n, k, V)).exp_()
+            ent_k = torch.special.entr(p_k).sum(-1)  # H = -sum p log p, with 0 log 0 = 0
+            del p_k
+            dest = slice(None) if rows is None else rows
             if rows is None:
-                record.token_logprobs.scatter_(1, commit_pos, lp_k.float())
-                record.step_logprobs[:, j] = lp_k.sum(1).float()
-                record.step_entropy[:, j] = ent_k.mean(1).float()
-                if record.greedy_fill is not None:
-                    record.greedy_fill[:, j] = fill
+                record.token_logprobs.scatter_(1, commit_pos, lp_k.to(record.token_logprobs.dtype))
             else:
-                record.token_logprobs[rows.unsqueeze(1), commit_pos] = lp_k.float()
-                record.step_logprobs[rows, j] = lp_k.sum(1).float()
-                record.step_entropy[rows, j] = ent_k.mean(1).float()
-                if record.greedy_fill is not None:
-                    record.greedy_fill[rows, j] = fill
-        del logits, block_logits
+                record.token_logprobs[rows.unsqueeze(1), commit_pos] = lp_k.to(record.token_logprobs.dtype)
+            record.step_logprobs[dest, j] = lp_k.sum(1).to(record.step_logprobs.dtype)
+            record.step_entropy[dest, j] = ent_k.mean(1).to(record.step_entropy.dtype)
+            if record.greedy_fill is not None:
+                # x_hat(S_j): blocks before the current one are complete, so only positions >= lo can be masked
+                greedy = logits[:, P + lo :, :].max(-1).indices  # [n, L - lo]
+                fill = x_in[:, P:].clone()
+                fill[:, lo:] = torch.where(masked[:, lo:], greedy, fill[:, lo:])
+                record.greedy_fill[dest, j] = fill
+        del logits, logp
         if rows is None:
             x.scatter_(1, commit_pos + P, commit_tok)
             commit_step.scatter_(1, commit_pos, j)
