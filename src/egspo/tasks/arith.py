@@ -122,14 +122,14 @@ _PY_BINOPS = {
 _PY_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 
 
-def evaluate_python(text: str, *, max_int_bits: int = MAX_INT_BITS):
+def evaluate_python(text: str, *, max_int_bits: int = MAX_INT_BITS, max_chars: int = 1_000_000):
     """What ``eval(text, {"__builtins__": None}, {})`` returns for arithmetic text, computed by an AST walk.
 
     Numbers are int / float literals; operators ``+ - * / // **`` and unary ``+ -``; results follow Python's numeric
     tower (``(-20)**.5`` is complex). Syntax Python rejects is an :class:`ArithError`; so is any other node (a call
     like ``2(3)`` or an empty tuple ``()``, where eval would raise or return a non-number), and any runtime error
     (ZeroDivisionError, OverflowError). Integers beyond ``max_int_bits`` bits raise :class:`ArithLimitError`."""
-    tree = parse_expression(text)
+    tree = parse_expression(text, max_chars=max_chars)
     values: dict[int, object] = {}
     try:
         for node in _postorder(tree):

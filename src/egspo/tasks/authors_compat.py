@@ -18,6 +18,7 @@ MATH correctness + format, Countdown / Sudoku the single reward.
 
 from __future__ import annotations
 
+import bisect
 import re
 from typing import Any
 
@@ -52,6 +53,69 @@ def _count_xml(text: str) -> float:
     return count
 
 
+_WS_ANSWER = re.compile(r"\s*<answer>")
+
+
+def _tag_blocks(text: str, open_tag: str = "<answer>", close_tag: str = "</answer>") -> list[str]:
+    """``re.findall(open + "(.*?)" + close, text, re.DOTALL)`` in linear time."""
+    out, pos = [], 0
+    while (start := text.find(open_tag, pos)) >= 0:
+        end = text.find(close_tag, start + len(open_tag))
+        if end < 0:
+            break  # no later opening tag can close either
+        out.append(text[start + len(open_tag) : end])
+        pos = end + len(close_tag)
+    return out
+
+
+def _first_block(text: str) -> str | None:
+    """``re.search(r"<answer>(.*?)</answer>", text, re.DOTALL).group(1)`` (None without a match), linear."""
+    start = text.find("<answer>")
+    if start < 0:
+        return None
+    end = text.find("</answer>", start + len("<answer>"))
+    return None if end < 0 else text[start + len("<answer>") : end]
+
+
+def _boxed_braces_same_line(text: str) -> list[str]:
+    """``re.findall(r"\\boxed{(.*?)}", text)`` (no DOTALL) in O(n log n)."""
+    closes = [m.start() for m in re.finditer("}", text)]
+    newlines = [m.start() for m in re.finditer("\n", text)]
+    out, pos = [], 0
+    while (start := text.find("\\boxed{", pos)) >= 0:
+        body = start + len("\\boxed{")
+        i = bisect.bisect_left(closes, body)
+        j = bisect.bisect_left(newlines, body)
+        if i < len(closes) and (j == len(newlines) or closes[i] < newlines[j]):
+            out.append(text[body : closes[i]])
+            pos = closes[i] + 1
+        else:
+            pos = body
+    return out
+
+
+def authors_soft_format(text: str) -> bool:
+    """``re.match(r"<reasoning>.*?</reasoning>\\s*<answer>.*?</answer>", text)`` (no DOTALL: ``.`` stops at a
+    newline), decided in O(n log n); the regex itself backtracks quadratically on adversarial text."""
+    if not text.startswith("<reasoning>"):
+        return False
+    first_newline = text.find("\n")
+    line_end = len(text) if first_newline < 0 else first_newline
+    closes = [m.start() for m in re.finditer(re.escape("</answer>"), text)]
+    newlines = [m.start() for m in re.finditer("\n", text)]
+    pos = len("<reasoning>")
+    while (pos := text.find("</reasoning>", pos)) >= 0 and pos + len("</reasoning>") <= line_end:
+        pos += len("</reasoning>")
+        m = _WS_ANSWER.match(text, pos)
+        if not m:
+            continue
+        i = bisect.bisect_left(closes, m.end())  # first </answer> at or after the <answer>
+        j = bisect.bisect_left(newlines, m.end())  # first newline after it
+        if i < len(closes) and (j == len(newlines) or closes[i] + len("</answer>") <= newlines[j]):
+            return True
+    return False
+
+
 def gsm8k_eval_ground_truth(answer: str) -> float | None:
     """The eval-time gold: digits (with separators) right after ``####``; a minus sign makes it ``None``."""
     m = re.search(r"####\s*(\d[\d,]*(?:\.\d+)?)", answer)
@@ -68,7 +132,7 @@ def _float_or_none(text: str) -> float | None:
 def gsm8k_eval_extract(text: str) -> float | None:
     """``parse_gsm_answers``: the first ``\\boxed{...}`` (up to the first ``}``) that yields a number (``float()``,
     else its first number), otherwise the FIRST closed answer block (``float()``, else its LAST number)."""
-    for content in re.findall(r"\\boxed{(.*?)}", text):
+    for content in _boxed_braces_same_line(text):
         content = content.strip()
         if not content:
             continue
@@ -78,9 +142,9 @@ def gsm8k_eval_extract(text: str) -> float | None:
             value = _float_or_none(numbers[0]) if numbers else None
         if value is not None:
             return value
-    m = re.search(r"<answer>(.*?)</answer>", text, re.DOTALL)
-    if m and m.group(1).strip():
-        content = m.group(1).strip()
+    block = _first_block(text)
+    if block is not None and block.strip():
+        content = block.strip()
         value = _float_or_none(content)
         if value is None:
             numbers = re.findall(r"-?\d+\.?\d*", content)
@@ -94,7 +158,7 @@ def gsm8k_compat(completion: str, row: Row) -> dict[str, Any]:
     extracted = _xml_answer(completion)
     parts = {
         "xmlcount_reward": _count_xml(completion),
-        "soft_format_reward": 0.5 if re.match(r"<reasoning>.*?</reasoning>\s*<answer>.*?</answer>", completion) else 0.0,
+        "soft_format_reward": 0.5 if authors_soft_format(completion) else 0.0,
         "strict_format_reward": 0.5
         if re.match(r"^<reasoning>\n.*?\n</reasoning>\n<answer>\n.*?\n</answer>\n$", completion)
         else 0.0,
@@ -245,9 +309,9 @@ def math_eval_extract(text: str) -> str:
     elif "\\boxed" not in text:
         return text
     # an unbalanced or empty box: fall back to the FIRST closed answer block
-    m = re.search(r"<answer>(.*?)</answer>", text, re.DOTALL)
-    if m:
-        return m.group(1).strip()
+    block = _first_block(text)
+    if block is not None:
+        return block.strip()
     return parsed if boxed is not None else text
 
 
@@ -286,7 +350,10 @@ class _Hang(Exception):
 
 
 def _numbers_match(expr: str, numbers) -> bool:
-    return sorted(int(n) for n in re.findall(r"\d+", expr)) == sorted(int(n) for n in numbers)
+    try:
+        return sorted(int(n) for n in re.findall(r"\d+", expr)) == sorted(int(n) for n in numbers)
+    except ValueError:  # e.g. a digit run beyond Python's int-string limit; the reference catches it too
+        return False
 
 
 def _evaluate(expr: str):
@@ -309,10 +376,10 @@ def _close(result, target) -> bool:
 
 
 def countdown_train_reward(completion: str, numbers, target) -> float:
-    matches = list(re.finditer(r"<answer>(.*?)</answer>", completion, re.DOTALL))
-    if not matches:
+    blocks = _tag_blocks(completion)
+    if not blocks:
         return 0.0
-    expr = matches[-1].group(1).strip()
+    expr = blocks[-1].strip()
     if not _numbers_match(expr, numbers):
         return 0.1
     result = _evaluate(expr)
@@ -326,14 +393,17 @@ def countdown_eval_extract(text: str) -> str:
         try:
             expr = remove_boxed(last_boxed_only_string(text))
         except (TypeError, AssertionError):
-            m = re.search(r"<answer>(.*?)</answer>", text, re.DOTALL)
-            expr = m.group(1).strip() if m else text
+            block = _first_block(text)
+            expr = block.strip() if block is not None else text
     else:
         expr = text  # answer tags are ignored: the whole generation is the candidate
     expr = expr.replace("\\div", "/").replace("\\times", "*").replace("\\cdot", "*")
-    m = re.search(r"([0-9+\-*/() ]+)=[0-9. ]+", expr)
-    if m:
-        expr = m.group(1).strip()
+    # re.search(r"([0-9+\-*/() ]+)=[0-9. ]+", expr), linear: the first maximal run of those characters that is
+    # followed by "=" and a digit, dot or space (the run's start is the leftmost match start)
+    for run in re.finditer(r"[0-9+\-*/() ]+", expr):
+        if expr[run.end() : run.end() + 1] == "=" and expr[run.end() + 1 : run.end() + 2] in set("0123456789. "):
+            if run.end() + 1 < len(expr):
+                return run.group(0).strip()
     return expr
 
 
@@ -358,18 +428,35 @@ def countdown_compat(completion: str, row: Row) -> dict[str, Any]:
 
 
 # ==== Sudoku ==========================================================================================================
-_SUDOKU_EVAL_PATTERNS = (
-    re.compile(r"<answer>.*?```\s*([\d\s]+)```", re.DOTALL),
-    re.compile(r"<answer>(.*?)(?:<\|eot_id\|>|<\|endoftext\|>|</answer>)", re.DOTALL),
-    re.compile(r"</answer>\s*(.*?)(?:<\|eot_id\|>|<\|endoftext\|>|$)", re.DOTALL),
-    # the reference writes ".*?(\d{16})\s*</answer>"; a leading lazy ".*?" finds the same leftmost match
-    re.compile(r"(\d{16})\s*</answer>", re.DOTALL),
-    re.compile(r"\b(\d{16})\b", re.DOTALL),
-)
+_FENCE = re.compile(r"```\s*([\d\s]+)```")
+_AFTER_CLOSE = re.compile(r"</answer>\s*(.*?)(?:<\|eot_id\|>|<\|endoftext\|>|$)", re.DOTALL)
+_DIGITS_BEFORE_CLOSE = re.compile(r"(\d{16})\s*</answer>")
+_DIGITS_16 = re.compile(r"\b(\d{16})\b")
+
+
+def _sudoku_candidates(text: str):
+    """The reference's five patterns in order, each as its first match's group (or None), in linear time:
+    1 ``<answer>.*?```\\s*([\\d\\s]+)```` 2 ``<answer>(.*?)(?:<|eot_id|>|<|endoftext|>|</answer>)``
+    3 ``</answer>\\s*(.*?)(?:<|eot_id|>|<|endoftext|>|$)`` 4 ``.*?(\\d{16})\\s*</answer>`` 5 ``\\b(\\d{16})\\b``
+    (all DOTALL). A leading ``<answer>.*?`` or ``.*?`` only moves the search start: the first ``<answer>`` is the
+    leftmost start that can match at all."""
+    first_open = text.find("<answer>")
+    if first_open >= 0:
+        m = _FENCE.search(text, first_open + len("<answer>"))
+        yield m.group(1) if m else None
+        body = first_open + len("<answer>")
+        ends = [e for e in (text.find(t, body) for t in ("<|eot_id|>", "<|endoftext|>", "</answer>")) if e >= 0]
+        yield text[body : min(ends)] if ends else None
+    m = _AFTER_CLOSE.search(text)
+    yield m.group(1) if m else None
+    m = _DIGITS_BEFORE_CLOSE.search(text)
+    yield m.group(1) if m else None
+    m = _DIGITS_16.search(text)
+    yield m.group(1) if m else None
 
 
 def sudoku_train_reward(completion: str, puzzle: str, solution: str) -> float:
-    matches = re.findall(r"<answer>(.*?)</answer>", completion, re.DOTALL)
+    matches = _tag_blocks(completion)
     empty = [i for i in range(16) if puzzle[i] == "0"]  # IndexError for a short puzzle, as in the reference
     if not matches:
         return 0.0
@@ -379,10 +466,9 @@ def sudoku_train_reward(completion: str, puzzle: str, solution: str) -> float:
 
 
 def sudoku_eval_extract(completion: str) -> str:
-    for pattern in _SUDOKU_EVAL_PATTERNS:
-        m = pattern.search(completion)
-        if m and m.group(1).strip():
-            return re.sub(r"\s", "", m.group(1).strip())
+    for group in _sudoku_candidates(completion):
+        if group is not None and group.strip():
+            return re.sub(r"\s", "", group.strip())
     return ""
 
 

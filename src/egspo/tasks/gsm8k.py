@@ -38,7 +38,7 @@ HUB_VALIDATION_SIZE = 256
 _NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:[eE][+-]?\d{1,3}(?!\d))?")
 _INTEGER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)")
 _XML_TAGS = ("<reasoning>\n", "\n</reasoning>\n", "\n<answer>\n", "\n</answer>")
-_SOFT = re.compile(r"\s*<reasoning>.*?</reasoning>\s*<answer>.*?</answer>", re.DOTALL)
+_AFTER_REASONING = re.compile(r"\s*<answer>")
 _NO_TAG = r"(?:(?!</?(?:reasoning|answer)>).)*"  # any text (newlines included) without a reasoning/answer tag
 _STRICT = re.compile(rf"<reasoning>\n{_NO_TAG}\n</reasoning>\n<answer>\n{_NO_TAG}\n</answer>\s*", re.DOTALL)
 
@@ -72,6 +72,21 @@ def parse_number(text: str) -> Fraction | None:
         return None
 
 
+def soft_format(text: str) -> bool:
+    """``re.match(r"\\s*<reasoning>.*?</reasoning>\\s*<answer>.*?</answer>", text, re.DOTALL)``, decided in linear
+    time (the regex backtracks quadratically on text with many ``</reasoning>`` and no ``</answer>``)."""
+    if not text.lstrip().startswith("<reasoning>"):
+        return False
+    last_close = text.rfind("</answer>")
+    pos = text.find("<reasoning>") + len("<reasoning>")
+    while (pos := text.find("</reasoning>", pos)) >= 0:
+        pos += len("</reasoning>")
+        m = _AFTER_REASONING.match(text, pos)
+        if m:
+            return last_close >= m.end()
+    return False
+
+
 def reward_components(completion: str, gold: Fraction) -> dict[str, float]:
     """The five d1 reward terms with their intended semantics (see the module docstring)."""
     answer = _clean_answer(completion)
@@ -81,7 +96,7 @@ def reward_components(completion: str, gold: Fraction) -> dict[str, float]:
     value = parse_number(answer) if answer is not None else None
     return {
         "xmlcount_reward": max(0.0, xml),
-        "soft_format_reward": 0.5 if _SOFT.match(completion) else 0.0,
+        "soft_format_reward": 0.5 if soft_format(completion) else 0.0,
         "strict_format_reward": 0.5 if _STRICT.fullmatch(completion) else 0.0,
         "int_reward": 0.5 if answer is not None and _INTEGER.fullmatch(answer) else 0.0,
         "correctness_reward": 2.0 if value is not None and value == gold else 0.0,

@@ -5,7 +5,7 @@ Training rows come from the MATH training problems the d1 family uses (``ankner/
 row has no ``answer`` field it is the last ``\\boxed{}`` of its ``solution``. There is no tiny style.
 
 Answer extraction (intended semantics; see docs/graders.md): the final answer is the last ``\\boxed{...}`` inside the
-last closed ``<answer>`` block, or that block's whole text if it has no box; without a closed answer block, the last
+last closed ``<answer>`` block, or that block's whole text if it has no box (an unclosed box: no answer); without a closed answer block, the last
 ``\\boxed{...}`` of the completion (the prompt asks for the box); otherwise there is no answer. Equivalence with the
 gold ``answer`` is decided by ``math_verify.verify(parse("\\boxed{gold}"), parse("\\boxed{prediction}"))`` (no hand-written
 normaliser). Reward: format 0.5 when the last closed answer block contains a non-empty ``\\boxed{}``, + 2.0 when
@@ -18,6 +18,7 @@ that the caller waits for at most ``MATH_VERIFY_TIMEOUT`` seconds (an unfinished
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -43,6 +44,8 @@ def extract_prediction(completion: str) -> str | None:
     block = last_answer(completion)
     if block is not None:
         boxes = boxed_contents(block)
+        if not boxes and re.search(r"\\(?:boxed|fbox)\s*\{", block):
+            return None  # a box that never closes is not an answer
         text = unbox(boxes[-1]) if boxes else block
     else:
         boxes = boxed_contents(completion)

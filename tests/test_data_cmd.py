@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from egspo.cli import main
+
+
+def _read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_tiny_sudoku_and_countdown_files(tmp_path, capsys):
+    for task in ("sudoku", "countdown"):
+        out = tmp_path / task
+        assert main(["data", "--task", task, "--source", "tiny", "--out-dir", str(out), "--seed", "7",
+                     "--n-train", "60", "--n-validation", "10", "--n-test", "20"]) == 0
+        splits = {s: _read(out / f"{s}.jsonl") for s in ("train", "validation", "test")}
+        assert {s: len(r) for s, r in splits.items()} == {"train": 60, "validation": 10, "test": 20}
+        assert sorted(p.name for p in out.iterdir()) == ["test.jsonl", "train.jsonl", "validation.jsonl"]
+        again = tmp_path / f"{task}_again"
+        assert main(["data", "--task", task, "--source", "tiny", "--out-dir", str(again), "--seed", "7",
+                     "--n-train", "60", "--n-validation", "10", "--n-test", "20"]) == 0
+        assert (again / "test.jsonl").read_text() == (out / "test.jsonl").read_text()
+    assert "data: task=countdown source=tiny seed=7 train=60 validation=10 test=20" in capsys.readouterr().out
+    sudoku_train = {r["Solution"] for r in _read(tmp_path / "sudoku" / "train.jsonl")}
+    assert sudoku_train.isdisjoint(r["Solution"] for r in _read(tmp_path / "sudoku" / "test.jsonl"))
+
+
+def test_local_file_source_is_one_split(shared_data, tmp_path):
+    src = shared_data / "countdown_cd3_test.jsonl"
+    assert main(["data", "--task", "countdown", "--source", str(src), "--out-dir", str(tmp_path),
+                 "--splits", "test", "--n-test", "5"]) == 0
+    rows = _read(tmp_path / "test.jsonl")
+    assert len(rows) == 5 and rows[0]["numbers"] == [30, 100, 93] and rows[0]["target"] == 23
+    assert main(["data", "--task", "countdown", "--source", str(src), "--out-dir", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--task", "gsm8k", "--source", "tiny"], "no tiny-preset generator"),
+        (["--task", "sudoku", "--source", "nowhere.csv"], "'tiny', 'hub' or an existing file"),
+        (["--task", "sudoku", "--source", "tiny", "--n-train", "-1"], "--n-train must be >= 0"),
+        (["--task", "sudoku", "--source", "tiny", "--splits", "dev"], "unknown split 'dev'"),
+    ],
+)
+def test_errors_name_the_parameter(tmp_path, capsys, argv, message):
+    assert main(["data", *argv, "--out-dir", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
