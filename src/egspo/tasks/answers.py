@@ -33,14 +33,6 @@ TINY_ALPHABET = "0123456789+-*/()=.,:; abcdefghijklmnopqrstuvwxyz"
 ANSWER_OPEN = "<answer>"
 ANSWER_CLOSE = "</answer>"
 
-_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-
-
-def answer_blocks(text: str) -> list[str]:
-    """Contents of every closed ``<answer>...</answer>`` block, left to right (non-overlapping, shortest match)."""
-    return _ANSWER_BLOCK.findall(text)
-
-
 def last_answer(text: str) -> str | None:
     """Content of the last closed answer block, stripped; ``None`` if there is none.
 

@@ -105,15 +105,7 @@ def _pair_values(x, y) -> list:
 def reachable(numbers: tuple[int, ...]) -> frozenset:
     """The set of exact values of :func:`solutions` (ints where integral, Fractions otherwise), computed without
     building expressions: the fast path of the tiny generator."""
-    if len(numbers) == 1:
-        return frozenset(numbers)
-    values = set()
-    items = list(numbers)
-    for i, j in itertools.combinations(range(len(items)), 2):
-        rest = tuple(items[k] for k in range(len(items)) if k not in (i, j))
-        for v in _pair_values(items[i], items[j]):
-            values |= _reachable_values(rest + (v,))
-    return frozenset(values)
+    return _reachable_values(tuple(numbers))
 
 
 def _reachable_values(values: tuple) -> frozenset:
