@@ -120,3 +120,20 @@ def test_bad_tag_is_rejected(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="key=value"):
         main(["eval", "--model", str(tiny_model), "--task", "lengths", "--data", str(data), "--gen-length", "8",
               "--steps", "4", "--block-length", "8", "--out", str(tmp_path / "o.jsonl"), "--tag", "oops"])
+
+
+def test_adapter_checkpoint_evaluates_on_its_base(tiny_model, tmp_path):
+    # A fresh LoRA adapter (B = 0) computes exactly the base model: same greedy completions from the adapter dir.
+    from egspo.models import load_model
+
+    adapter = tmp_path / "adapter"
+    load_model(tiny_model, lora={"r": 4, "alpha": 8, "dropout": 0.0}).save_pretrained(str(adapter))
+    assert (adapter / "adapter_config.json").is_file() and not (adapter / "config.json").exists()
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": p} for p in ["ab", "q1+2=", "xyz"]])
+    outs = []
+    for model in (tiny_model, adapter):
+        out = tmp_path / f"{Path(model).name}.jsonl"
+        assert main(["eval", "--model", str(model), "--task", "lengths", "--data", str(data), "--gen-length", "16",
+                     "--steps", "8", "--block-length", "8", "--out", str(out)]) == 0
+        outs.append([json.loads(line)["completion"] for line in out.read_text().splitlines()])
+    assert outs[0] == outs[1] and len(outs[0]) == 3

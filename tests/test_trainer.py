@@ -240,7 +240,7 @@ def test_kl_stays_zero_at_zero_learning_rate(tiny_model, train_file, tmp_path, a
 @pytest.mark.parametrize("algorithm", ["egspo", "diffu_grpo"])
 def test_grad_accum_does_not_change_the_gradients(tiny_model, train_file, tmp_path, monkeypatch, algorithm):
     # Gradients (not parameters: Adam is invariant to a loss scale) of every optimizer step, with the rows processed
-    # at once and in 4 accumulated pieces. (micro_batch would also chunk the rollout, which changes the random
+    # at once, in 4 accumulated pieces, and with gradient checkpointing. (micro_batch would also chunk the rollout, which changes the random
     # stream; here it is left unset.)
     recorded: list[list[torch.Tensor]] = []
     original = RLTrainer._optimizer_step
@@ -251,16 +251,17 @@ def test_grad_accum_does_not_change_the_gradients(tiny_model, train_file, tmp_pa
 
     monkeypatch.setattr(RLTrainer, "_optimizer_step", record)
     runs = []
-    for name, extra in (("plain", {}), ("accum", dict(grad_accum=4))):
+    for name, extra in (("plain", {}), ("accum", dict(grad_accum=4)), ("ckpt", dict(gradient_checkpointing=True))):
         recorded.clear()
         cfg = make_config(tiny_model, train_file, tmp_path / name, algorithm=algorithm, lam=0.5, **extra)
         RLTrainer(cfg).train()
         runs.append(list(recorded))
-    assert len(runs[0]) == len(runs[1]) == 2  # K = mu = 2 optimizer steps
-    for plain, accum in zip(*runs):
+    assert [len(r) for r in runs] == [2, 2, 2]  # K = mu = 2 optimizer steps
+    for plain, *others in zip(*runs):
         assert any(float(g.abs().max()) > 1e-6 for g in plain)
-        for g1, g2 in zip(plain, accum):
-            torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-7)
+        for other in others:
+            for g1, g2 in zip(plain, other):
+                torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-7)
 
 
 # ---- checkpoints and resume -----------------------------------------------------------------------------------------
