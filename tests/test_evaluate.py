@@ -137,3 +137,79 @@ def test_adapter_checkpoint_evaluates_on_its_base(tiny_model, tmp_path):
                      "--steps", "8", "--block-length", "8", "--out", str(out)]) == 0
         outs.append([json.loads(line)["completion"] for line in out.read_text().splitlines()])
     assert outs[0] == outs[1] and len(outs[0]) == 3
+
+
+@pytest.fixture(scope="module")
+def other_model(tmp_path_factory) -> Path:
+    from egspo.models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("model2") / "tiny2", hidden_size=32, num_layers=2, num_heads=2,
+                            intermediate_size=64, max_len=64, seed=7)
+
+
+def test_grid_equals_single_file_runs_and_loads_each_model_once(tiny_model, other_model, tmp_path, monkeypatch):
+    import egspo.generation_io
+    import egspo.models
+
+    val = write_jsonl(tmp_path / "v.jsonl", [{"prompt": p, "id": i} for i, p in enumerate(["a", "q1+2=", "xyz"])])
+    test = write_jsonl(tmp_path / "test.jsonl", [{"prompt": p, "id": i} for i, p in enumerate(["hello", "7", "k:"])])
+    loads, encodes = [], []
+    real_load, real_encode = egspo.models.load_model, egspo.generation_io.encode_prompts
+    monkeypatch.setattr(egspo.models, "load_model", lambda path, **kw: loads.append(str(path)) or real_load(path, **kw))
+    monkeypatch.setattr(egspo.generation_io, "encode_prompts",
+                        lambda tok, texts: encodes.append(list(texts)) or real_encode(tok, texts))
+    out_dir = tmp_path / "grid"
+    assert main(["eval", "--task", "lengths", "--model", f"step_1={tiny_model}", "--model", f"step_2={other_model}",
+                 "--data", f"validation={val}", "--data", str(test), "--gen-length", "8", "16", "--steps", "4", "8",
+                 "--block-length", "8", "--out-dir", str(out_dir), "--tag", "method=m", "--tag", "seed=3"]) == 0
+    assert loads == [str(tiny_model), str(other_model)]
+    assert len(encodes) == 2  # the two models share a tokenizer: each split is tokenized once
+    written = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
+    assert written == sorted(f"{c}/len{n}/{s}.{ext}" for c in ("step_1", "step_2") for n in (8, 16)
+                             for s in ("validation", "test") for ext in ("jsonl", "metrics.json"))
+    monkeypatch.setattr(egspo.models, "load_model", real_load)
+    monkeypatch.setattr(egspo.generation_io, "encode_prompts", real_encode)
+    completions = {}
+    for ckpt, model in (("step_1", tiny_model), ("step_2", other_model)):
+        for split, data in (("validation", val), ("test", test)):
+            for length, steps in ((8, 4), (16, 8)):
+                single = tmp_path / f"{ckpt}_{split}_{length}.jsonl"
+                assert main(["eval", "--task", "lengths", "--model", str(model), "--data", str(data), "--gen-length",
+                             str(length), "--steps", str(steps), "--block-length", "8", "--out", str(single)]) == 0
+                stem = out_dir / ckpt / f"len{length}" / split
+                grid_rows = (stem.parent / f"{split}.jsonl").read_text()
+                assert grid_rows == single.read_text()
+                completions[ckpt, split, length] = [json.loads(r)["completion"] for r in grid_rows.splitlines()]
+                m = json.loads((stem.parent / f"{split}.metrics.json").read_text())
+                s = json.loads(default_metrics_path(single).read_text())
+                assert m["tags"] == {"method": "m", "seed": "3", "ckpt": ckpt, "split": split}
+                assert (m["method"], m["seed"], m["ckpt"], m["split"]) == ("m", "3", ckpt, split)
+                assert (m["gen_length"], m["steps"], m["model"], m["data"]) == (length, steps, str(model), str(data))
+                for key in ("accuracy", "n", "reward_mean", "length"):
+                    assert m[key] == s[key]
+    # the two models really differ, so a swapped model / split / length would have been caught above
+    assert completions["step_1", "test", 16] != completions["step_2", "test", 16]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--gen-length", "8", "16", "--steps", "4"], r"--steps needs one value per --gen-length"),
+    (["--gen-length", "8", "8", "--steps", "4", "4"], r"--gen-length has repeated values"),
+    (["--gen-length", "8", "--steps", "0"], r"--steps must be positive"),
+    (["--gen-length", "8", "--steps", "4", "--tag", "ckpt=x"], r"tags come from the --model / --data names"),
+    (["--gen-length", "8", "--steps", "4", "--tag", "accuracy=1"], r"collide with metric names"),
+    (["--gen-length", "8", "--steps", "4", "--metrics", "m.json"], r"--metrics goes with --out"),
+    (["--gen-length", "8", "--steps", "4", "--model", "other/M"], r"names \['M'\] given more than once"),
+    (["--gen-length", "8", "--steps", "4", "--model", "a/b=M2"], r"cannot be used as a directory"),
+])
+def test_bad_grid_arguments_are_rejected_before_loading(tmp_path, argv, message):
+    base = ["eval", "--task", "lengths", "--model", "M", "--data", "d.jsonl", "--block-length", "8",
+            "--out-dir", str(tmp_path / "o")]
+    with pytest.raises(ValueError, match=message):
+        main(base + argv)
+    assert not (tmp_path / "o").exists()
+
+
+def test_single_file_form_needs_a_single_triple(tmp_path):
+    with pytest.raises(ValueError, match="--out writes one file"):
+        main(["eval", "--task", "lengths", "--model", "M", "--data", "d.jsonl", "--gen-length", "8", "16",
+              "--steps", "4", "8", "--block-length", "8", "--out", str(tmp_path / "o.jsonl")])

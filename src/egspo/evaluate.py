@@ -1,24 +1,46 @@
-"""`egspo eval`: greedy generation (temperature 0, low-confidence remasking, as the d1 family evaluates) with one
-checkpoint at one generation length, then grading with the task's grader.
+"""`egspo eval`: greedy generation (temperature 0, low-confidence remasking, as the d1 family evaluates) of a grid
+of checkpoints x data splits x generation lengths in one process, then grading with the task's grader.
 
-Writes ``OUT.jsonl`` (every input row + ``completion``, ``reward``, ``correct`` and the grader's extra fields) and a
-metrics JSON (default ``OUT`` with ``.jsonl`` replaced by ``.metrics.json``): ``accuracy`` (mean of ``correct``),
-``n``, ``reward_mean``, every other numeric grader field averaged (e.g. ``cell_accuracy``), the ``--tag`` values and
-the generation settings. Both files are written atomically. ``--model`` may be a plain HF model dir or a LoRA
-adapter checkpoint (loaded on its base through `egspo.models`).
+Grid form (what the workflow runs, one job per task x method x seed)::
+
+    egspo eval --task sudoku --model step_40=CKPT40 --model step_80=CKPT80 --data validation=V.jsonl \
+        --data test=T.jsonl --gen-length 24 32 --steps 12 16 --block-length 8 --out-dir DIR --tag method=egspo_sa
+
+writes ``DIR/{NAME}/len{L}/{SPLIT}.jsonl`` and ``DIR/{NAME}/len{L}/{SPLIT}.metrics.json`` for every model NAME,
+split SPLIT and length L (``--steps`` gives T for each ``--gen-length`` L, in order). NAME defaults to the model
+directory's base name and SPLIT to the data file's name without ``.jsonl``; each metrics JSON is tagged
+``ckpt=NAME`` and ``split=SPLIT`` besides the ``--tag`` values. Each model is loaded once and each split tokenized
+once per distinct tokenizer. Single-file form: one ``--model``, one ``--data`` and one length with ``--out FILE``
+(metrics at ``--metrics``, default ``FILE`` with ``.jsonl`` replaced by ``.metrics.json``; no automatic tags).
+
+The JSONL holds every input row + ``completion``, ``reward``, ``correct`` and the grader's extra fields; the
+metrics JSON ``accuracy`` (mean of ``correct``), ``n``, ``reward_mean``, every other numeric grader field averaged
+(e.g. ``cell_accuracy``), the generation settings, ``tags`` and each tag also at top level. Files are written
+atomically. A ``--model`` may be a plain HF model dir or a LoRA adapter checkpoint (loaded on its base through
+`egspo.models`). The sampling generator is reseeded with ``--seed`` for every (model, split, length), so each file
+equals a single-file run of the same triple.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import hashlib
+import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from egspo.generation_io import parse_tags
+
 RESERVED = ("completion", "reward", "correct")
+# metric names every metrics JSON has (grader fields add more); a --tag may not reuse them
+FIXED_METRICS = ("accuracy", "n", "reward_mean", "task", "model", "data", "style", "gen_length", "steps",
+                 "block_length", "temperature", "remasking", "generation_s", "tags")
 
 
 def default_metrics_path(out: str | Path) -> Path:
@@ -73,20 +95,118 @@ def grade_rows(task, rows: Sequence[dict[str, Any]], completions: Sequence[str])
     return out_rows, metrics
 
 
+def named_value(item: str, flag: str, default_name) -> tuple[str, str]:
+    """``"NAME=VALUE"`` -> (NAME, VALUE); a bare ``"VALUE"`` -> (default_name(VALUE), VALUE)."""
+    name, sep, value = item.partition("=")
+    if not sep:
+        name, value = default_name(item), item
+    if not name or not value:
+        raise ValueError(f"{flag} expects [NAME=]PATH, got {item!r}")
+    if "/" in name or name in (".", ".."):
+        raise ValueError(f"{flag} name {name!r} (from {item!r}) cannot be used as a directory / file name")
+    return name, value
+
+
+def _model_name(path: str) -> str:
+    return Path(path.rstrip("/")).name
+
+
+def _split_name(path: str) -> str:
+    name = Path(path).name
+    return name[: -len(".jsonl")] if name.endswith(".jsonl") else name
+
+
+def _unique(pairs: list[tuple[str, str]], flag: str) -> list[tuple[str, str]]:
+    names = [n for n, _ in pairs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{flag}: names {dupes} given more than once (use NAME=PATH)")
+    return pairs
+
+
+@dataclass(frozen=True)
+class Job:
+    """One evaluation of the grid: a model, a data split and a (gen_length, steps) pair, with its two outputs."""
+
+    model_name: str
+    split: str
+    gen_length: int
+    steps: int
+    out: Path
+    metrics: Path
+    tags: dict[str, str]
+
+
+def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[Job]]:
+    """(models, data files, jobs) of the command line; every bad combination is a ValueError naming the flag."""
+    models = _unique([named_value(m, "--model", _model_name) for m in args.model], "--model")
+    data = _unique([named_value(d, "--data", _split_name) for d in args.data], "--data")
+    if len(args.gen_length) != len(args.steps):
+        raise ValueError(f"--steps needs one value per --gen-length: got {len(args.steps)} steps {args.steps} for "
+                         f"{len(args.gen_length)} lengths {args.gen_length}")
+    if len(set(args.gen_length)) != len(args.gen_length):
+        raise ValueError(f"--gen-length has repeated values: {args.gen_length}")
+    for flag, values in (("--gen-length", args.gen_length), ("--steps", args.steps),
+                         ("--block-length", [args.block_length])):
+        bad = [v for v in values if v <= 0]
+        if bad:
+            raise ValueError(f"{flag} must be positive integers, got {bad}")
+    tags = parse_tags(args.tag)
+    clash = sorted(set(tags) & set(FIXED_METRICS))
+    if clash:
+        raise ValueError(f"--tag keys {clash} collide with metric names")
+    lengths = list(zip(args.gen_length, args.steps))
+    if args.out is not None:
+        if len(models) != 1 or len(data) != 1 or len(lengths) != 1:
+            raise ValueError(f"--out writes one file: it needs exactly one --model, --data and --gen-length (got "
+                             f"{len(models)}, {len(data)}, {len(lengths)}); use --out-dir for a grid")
+        out = Path(args.out)
+        metrics = Path(args.metrics) if args.metrics else default_metrics_path(out)
+        return models, data, [Job(models[0][0], data[0][0], *lengths[0], out, metrics, tags)]
+    if args.metrics is not None:
+        raise ValueError("--metrics goes with --out; with --out-dir the metrics files sit beside the JSONL files")
+    clash = sorted({"ckpt", "split"} & set(tags))
+    if clash:
+        raise ValueError(f"--tag {clash}: with --out-dir these tags come from the --model / --data names")
+    jobs = []
+    for model_name, _ in models:
+        for split, _ in data:
+            for length, steps in lengths:
+                folder = Path(args.out_dir) / model_name / f"len{length}"
+                jobs.append(Job(model_name, split, length, steps, folder / f"{split}.jsonl",
+                                folder / f"{split}.metrics.json",
+                                {**tags, "ckpt": model_name, "split": split}))
+    return models, data, jobs
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A digest of what turns prompt text into ids: class, vocabulary, chat template and special tokens."""
+    parts = {"class": type(tokenizer).__name__, "vocab": sorted(tokenizer.get_vocab().items()),
+             "chat_template": getattr(tokenizer, "chat_template", None),
+             "special": sorted((str(k), str(v)) for k, v in tokenizer.special_tokens_map.items())}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="HF model dir, adapter checkpoint dir or hub id")
     parser.add_argument("--task", required=True)
-    parser.add_argument("--data", required=True, help="task rows (JSONL)")
-    parser.add_argument("--out", required=True, help="output JSONL (rows + completion, reward, correct)")
-    parser.add_argument("--metrics", default=None, help="metrics JSON (default: OUT with .metrics.json)")
-    parser.add_argument("--gen-length", type=int, required=True)
-    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--model", required=True, action="append", metavar="[NAME=]DIR",
+                        help="HF model dir, adapter checkpoint dir or hub id (repeatable; NAME names its output "
+                             "folder and the ckpt tag, default the directory's base name)")
+    parser.add_argument("--data", required=True, action="append", metavar="[SPLIT=]FILE",
+                        help="task rows, JSONL (repeatable; SPLIT defaults to the file name without .jsonl)")
+    parser.add_argument("--gen-length", type=int, nargs="+", required=True, metavar="L", help="generation lengths")
+    parser.add_argument("--steps", type=int, nargs="+", required=True, metavar="T",
+                        help="denoising steps, one per --gen-length, in the same order")
     parser.add_argument("--block-length", type=int, required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out-dir", default=None, help="writes OUT_DIR/{NAME}/len{L}/{SPLIT}.jsonl + .metrics.json")
+    where.add_argument("--out", default=None, help="single-file form: the output JSONL (one model, data, length)")
+    parser.add_argument("--metrics", default=None, help="with --out: metrics JSON (default: OUT with .metrics.json)")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per generation batch")
     parser.add_argument("--style", default="d1", choices=("tiny", "d1"), help="prompt style of the task")
     parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
-                        help="copied into the metrics JSON (repeatable), e.g. method=egspo_sa")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N rows")
+                        help="copied into every metrics JSON (repeatable), e.g. method=egspo_sa")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N rows of each split")
     parser.add_argument("--remasking", default="low_confidence", choices=("low_confidence", "random"))
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -96,48 +216,59 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from egspo.generation_io import encode_prompts, parse_tags, read_jsonl, write_json_atomic, write_jsonl_atomic
+    from egspo.generation_io import encode_prompts, read_jsonl, write_json_atomic, write_jsonl_atomic
     from egspo.models import load_model, load_tokenizer, mask_token_id
     from egspo.sampler import SamplerConfig
     from egspo.tasks import get_task
 
-    tags = parse_tags(args.tag)
+    models, data, jobs = plan(args)
     task = get_task(args.task)
-    rows = read_jsonl(args.data)
-    if args.limit is not None:
-        if args.limit <= 0:
-            raise ValueError(f"--limit must be a positive integer, got {args.limit}")
-        rows = rows[: args.limit]
+    if args.limit is not None and args.limit <= 0:
+        raise ValueError(f"--limit must be a positive integer, got {args.limit}")
+    rows = {split: read_jsonl(path)[: args.limit] for split, path in data}
+    data_path = dict(data)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tokenizer = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
-    model = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code, device=device,
-                       is_trainable=False)
-    model.eval()
-    config = SamplerConfig(gen_length=args.gen_length, steps=args.steps, block_length=args.block_length,
-                           mask_token_id=mask_token_id(tokenizer), temperature=0.0, remasking=args.remasking,
-                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    prompts = encode_prompts(tokenizer, [task.prompt(row, args.style, tokenizer) for row in rows])
-    generator = torch.Generator(device=device)
-    generator.manual_seed(args.seed)
-    start = time.perf_counter()
-    completions = generate_completions(model, tokenizer, prompts, config, args.batch_size, generator)
-    elapsed = time.perf_counter() - start
-    out_rows, metrics = grade_rows(task, rows, completions)
-    metrics.update({
-        "task": args.task, "model": str(args.model), "data": str(args.data), "style": args.style,
-        "gen_length": args.gen_length, "steps": args.steps, "block_length": args.block_length,
-        "temperature": 0.0, "remasking": args.remasking, "generation_s": elapsed, "tags": tags,
-    })
-    clash = sorted(set(tags) & set(metrics))
-    if clash:
-        raise ValueError(f"--tag keys {clash} collide with metric names")
-    metrics.update(tags)  # also at top level, for tables
-    write_jsonl_atomic(args.out, out_rows)
-    metrics_path = Path(args.metrics) if args.metrics else default_metrics_path(args.out)
-    write_json_atomic(metrics_path, metrics)
-    print(f"{args.task} n={metrics['n']} accuracy={metrics['accuracy']:.4f} reward={metrics['reward_mean']:.4f} "
-          f"-> {args.out}")
+    prompt_cache: dict[tuple[str, str], list[list[int]]] = {}  # (tokenizer fingerprint, split) -> prompt ids
+    for model_name, model_path in models:
+        tokenizer = load_tokenizer(model_path, trust_remote_code=args.trust_remote_code)
+        fingerprint = tokenizer_fingerprint(tokenizer)
+        model = load_model(model_path, dtype=args.dtype, trust_remote_code=args.trust_remote_code, device=device,
+                           is_trainable=False)
+        model.eval()
+        for job in (j for j in jobs if j.model_name == model_name):
+            key = (fingerprint, job.split)
+            if key not in prompt_cache:
+                texts = [task.prompt(row, args.style, tokenizer) for row in rows[job.split]]
+                prompt_cache[key] = encode_prompts(tokenizer, texts)
+            config = SamplerConfig(gen_length=job.gen_length, steps=job.steps, block_length=args.block_length,
+                                   mask_token_id=mask_token_id(tokenizer), temperature=0.0,
+                                   remasking=args.remasking, pad_token_id=tokenizer.pad_token_id,
+                                   eos_token_id=tokenizer.eos_token_id)
+            generator = torch.Generator(device=device)
+            generator.manual_seed(args.seed)
+            start = time.perf_counter()
+            completions = generate_completions(model, tokenizer, prompt_cache[key], config, args.batch_size,
+                                               generator)
+            elapsed = time.perf_counter() - start
+            out_rows, metrics = grade_rows(task, rows[job.split], completions)
+            metrics.update({
+                "task": args.task, "model": str(model_path), "data": str(data_path[job.split]),
+                "style": args.style, "gen_length": job.gen_length, "steps": job.steps,
+                "block_length": args.block_length, "temperature": 0.0, "remasking": args.remasking,
+                "generation_s": elapsed, "tags": job.tags,
+            })
+            clash = sorted(set(job.tags) & set(metrics))
+            if clash:
+                raise ValueError(f"--tag keys {clash} collide with metric names")
+            metrics.update(job.tags)  # also at top level, for tables
+            write_jsonl_atomic(job.out, out_rows)
+            write_json_atomic(job.metrics, metrics)
+            print(f"{args.task} {model_name} {job.split} L={job.gen_length} n={metrics['n']} "
+                  f"accuracy={metrics['accuracy']:.4f} reward={metrics['reward_mean']:.4f} -> {job.out}", flush=True)
+        del model
+        gc.collect()
     return 0
 
 
-__all__ = ["configure", "default_metrics_path", "generate_completions", "grade_rows", "run"]
+__all__ = ["Job", "configure", "default_metrics_path", "generate_completions", "grade_rows", "named_value", "plan",
+           "run", "tokenizer_fingerprint"]
