@@ -1,51 +1,90 @@
-# Stage 4: greedy evaluation of every (task, method, seed, checkpoint, generation length, split), the model before
-# RL included as method `sft` (or `base` without SFT); and the trajectories behind Figure 2.
+# Stage 4: greedy evaluation, one job per (task, method, seed) covering all its checkpoints x generation lengths x
+# splits (one `egspo eval` process: each model loaded once); the model before RL is method `sft` (or `base` without
+# SFT) with its single checkpoint. Also the trajectories behind Figure 2 and the exact gradient check.
+#
+# A rule's outputs are a fixed list, and the checkpoint list depends on the method, so methods are grouped by it:
+# rule `eval_start` for the model before RL, rule `eval` for every RL method saving on the shared `rl` schedule
+# (all of them unless a method overrides max_steps / save_every), rule `eval_{method}` for each other one. Every
+# output file is declared, so the report rules' inputs (eval_metrics) stay exact.
+
+import re
 
 
-def eval_model(wc):
-    """Path of the evaluated model: the model before RL, or an RL checkpoint directory."""
-    if wc.method == START:
-        if wc.ckpt != START:
-            raise WorkflowError(f"method {START!r} has the single checkpoint {START!r}, not {wc.ckpt!r}")
-        return start_model(wc.task, wc.seed)
-    if wc.ckpt not in checkpoints(wc.method):
-        raise WorkflowError(f"checkpoint {wc.ckpt!r} of method {wc.method!r} is not saved by its settings "
-                            f"(saved: {', '.join(checkpoints(wc.method))})")
-    return f"{rl_dir(wc.task, wc.method, wc.seed)}/checkpoints/{wc.ckpt}"
+def eval_groups():
+    """[(rule name, methods, checkpoint names)] covering START and every key of 'methods'."""
+    shared = None
+    if "max_steps" in C["rl"] and "save_every" in C["rl"]:
+        every, last = C["rl"]["save_every"], C["rl"]["max_steps"]
+        steps = list(range(every, last + 1, every))
+        if not steps or steps[-1] != last:
+            steps.append(last)
+        keep = C["eval"]["last_checkpoints"]
+        shared = [f"step_{n}" for n in (steps[-keep:] if keep else steps)]
+    groups = [("eval_start", [START], [START])]
+    on_shared = [m for m in C["methods"] if checkpoints(m) == shared]
+    if on_shared:
+        groups.append(("eval", on_shared, shared))
+    groups += [(f"eval_{m}", [m], checkpoints(m)) for m in C["methods"] if m not in on_shared]
+    return groups
+
+
+def eval_outputs(method, ckpts):
+    """Every generations / metrics file of one (task, method, seed) job, `{task}` and `{seed}` left as wildcards."""
+    return [eval_stem("{task}", method, "{seed}", ckpt, length, split) + ext
+            for ckpt in ckpts for length in C["eval"]["gen_lengths"] for split in C["eval"]["splits"]
+            for ext in (".jsonl", ".metrics.json")]
 
 
 def eval_model_inputs(wc):
-    """What the evaluated model comes from: the run's final checkpoint (the rl rule's output) or the start model."""
+    """What the evaluated models come from: the run's final checkpoint (the rl rule's output) or the start model."""
     if wc.method == START:
         return start_model_inputs(wc.task, wc.seed)
     return [final_checkpoint(wc.task, wc.method, wc.seed)]
 
 
-rule eval:
-    input:
-        data=lambda wc: data_path(wc.task, wc.split),
-        model=eval_model_inputs,
-    output:
-        generations=eval_stem("{task}", "{method}", "{seed}", "{ckpt}", "{length}", "{split}") + ".jsonl",
-        metrics=eval_stem("{task}", "{method}", "{seed}", "{ckpt}", "{length}", "{split}") + ".metrics.json",
-    params:
-        model=eval_model,
-        steps=lambda wc: eval_steps(int(wc.length)),
-        block_length=C["eval"]["block_length"],
-        batch_size=C["eval"]["batch_size"],
-    log:
-        f"{LOGS}/eval/{{task}}/{{method}}/seed{{seed}}/{{ckpt}}/len{{length}}_{{split}}.log",
-    threads: res("eval", "threads")
-    resources:
-        mem_mb=res("eval", "mem_mb"),
-        runtime=res("eval", "runtime"),
-        gpu=res("eval", "gpu"),
-    shell:
-        "{EGSPO} eval --model {params.model} --task {wildcards.task} --data {input.data} "
-        "--gen-length {wildcards.length} --steps {params.steps} --block-length {params.block_length} "
-        "--batch-size {params.batch_size} --style {STYLE} --out {output.generations} --metrics {output.metrics} "
-        "--tag method={wildcards.method} --tag seed={wildcards.seed} "
-        "--tag ckpt={wildcards.ckpt} --tag split={wildcards.split} > {log} 2>&1"
+def eval_model_flags(wc):
+    """`--model NAME=DIR` for every evaluated checkpoint of (task, method, seed)."""
+    if wc.method == START:
+        pairs = [(START, start_model(wc.task, wc.seed))]
+    else:
+        pairs = [(c, f"{rl_dir(wc.task, wc.method, wc.seed)}/checkpoints/{c}") for c in checkpoints(wc.method)]
+    return " ".join(f"--model {shlex.quote(f'{name}={path}')}" for name, path in pairs)
+
+
+EVAL_LENGTHS = " ".join(str(n) for n in C["eval"]["gen_lengths"])
+EVAL_STEPS = " ".join(str(eval_steps(n)) for n in C["eval"]["gen_lengths"])
+EVAL_DATA = " ".join(f"--data {split}={{input.{split}}}" for split in C["eval"]["splits"])
+
+
+for _rule_name, _methods, _ckpts in eval_groups():
+
+    rule:
+        name:
+            _rule_name
+        input:
+            **{split: (lambda wc, split=split: data_path(wc.task, split)) for split in C["eval"]["splits"]},
+            model=eval_model_inputs,
+        output:
+            eval_outputs("{method}", _ckpts),
+        wildcard_constraints:
+            method="|".join(re.escape(m) for m in _methods),
+        params:
+            models=eval_model_flags,
+            out_dir=lambda wc: f"{W}/eval/{wc.task}/{wc.method}/seed{wc.seed}",
+            block_length=C["eval"]["block_length"],
+            batch_size=C["eval"]["batch_size"],
+        log:
+            f"{LOGS}/eval/{{task}}/{{method}}/seed{{seed}}.log",
+        threads: res("eval", "threads")  # Snakemake's shell() sets OMP_NUM_THREADS (torch's threads) to this
+        resources:
+            mem_mb=res("eval", "mem_mb"),
+            runtime=res("eval", "runtime"),
+            gpu=res("eval", "gpu"),
+        shell:
+            "{EGSPO} eval --task {wildcards.task} {params.models} " + EVAL_DATA + " --gen-length " + EVAL_LENGTHS +
+            " --steps " + EVAL_STEPS + " --block-length {params.block_length} --batch-size {params.batch_size} "
+            "--style {STYLE} --out-dir {params.out_dir} --tag method={wildcards.method} --tag seed={wildcards.seed} "
+            "> {log} 2>&1"
 
 
 def trace_settings():
@@ -71,8 +110,8 @@ rule trace:
         runtime=res("trace", "runtime"),
         gpu=res("trace", "gpu"),
     shell:
-        "{EGSPO} trace --model {input.model} --task {wildcards.task} --data {input.data} --out {output} "
-        "{params.flags} > {log} 2>&1"
+        "{EGSPO} trace --model {input.model} --task {wildcards.task} --data {input.data} --style {STYLE} "
+        "--out {output} {params.flags} > {log} 2>&1"
 
 
 rule gradcheck:
