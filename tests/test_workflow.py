@@ -45,9 +45,11 @@ def expected_default_counts() -> Counter:
     rl_methods = [m for m in tiny["compare"] if m != "sft"]
     rl = tiny["rl"]
     n_ckpt = len(range(rl["save_every"], rl["max_steps"] + 1, rl["save_every"]))
-    lengths, splits = len(tiny["eval"]["gen_lengths"]), len(tiny["eval"]["splits"])
+    assert n_ckpt >= 1 and all(set(tiny["methods"][m]) & {"max_steps", "save_every"} == set() for m in rl_methods)
+    # one eval job per (task, method, seed): rule eval_start for the model before RL, rule eval for the RL methods
+    # on the shared checkpoint schedule (each job covers its checkpoints x lengths x splits)
     return Counter({"data": tasks, "build_model": 1, "sft": tasks * seeds, "rl": tasks * seeds * len(rl_methods),
-                    "eval": tasks * seeds * (1 + len(rl_methods) * n_ckpt) * lengths * splits, "gradcheck": 1,
+                    "eval_start": tasks * seeds, "eval": tasks * seeds * len(rl_methods), "gradcheck": 1,
                     "trace": tasks, "report_main": 1, "report_curves": 1, "report_fig2": 1, "report_gradcheck": 1,
                     "all": 1})
 
@@ -57,8 +59,16 @@ def test_default_dag_job_counts(tmp_path):
     assert res.returncode == 0, res.output[-3000:]
     counts = job_counts(res.output)
     assert counts == expected_default_counts()
-    # the numbers the README quotes (tiny preset: 2 tasks x 3 seeds x (1 + 3 methods x 3 checkpoints) x 3 x 2)
-    assert counts["eval"] == 360 and counts["rl"] == 18 and sum(counts.values()) == 395
+    # every eval job writes its whole grid: the shell line of an RL method's job names all its checkpoints
+    res = snakemake(tmp_path, "-n", "-p", "--config", "tasks=[sudoku]", "seeds=[0]")
+    tiny = yaml.safe_load((REPO / "config.yaml").read_text())["presets"]["tiny"]
+    rl = tiny["rl"]
+    steps = list(range(rl["save_every"], rl["max_steps"] + 1, rl["save_every"]))
+    cmd = next(line for line in res.output.splitlines()
+               if " eval " in line and "--out-dir work/eval/sudoku/egspo/" in line)
+    assert cmd.count("--model ") == len(steps) and f"--model step_{steps[-1]}=" in cmd
+    assert cmd.count("--data ") == len(tiny["eval"]["splits"]) and "--tag method=egspo --tag seed=0" in cmd
+    assert f"--gen-length {' '.join(map(str, tiny['eval']['gen_lengths']))} --steps" in cmd
 
 
 def test_unknown_key_stops_the_run_before_any_job(tmp_path):
@@ -95,7 +105,7 @@ def test_override_variant_runs_in_its_own_directories(tmp_path):
     assert res.returncode == 0, res.output[-3000:]
     out = res.output
     counts = job_counts(out)
-    assert counts["rl"] == 1 and counts["sft"] == 1 and counts["eval"] == (1 + 3) * 3 * 2
+    assert counts["rl"] == 1 and counts["sft"] == 1 and counts["eval_start"] == 1 and counts["eval"] == 1
     rl_cmds = [line for line in out.splitlines() if " rl --model" in line]
     assert len(rl_cmds) == 1
     cmd = rl_cmds[0]
@@ -116,3 +126,9 @@ def test_ablation_target_and_paper_preset_parse(tmp_path):
     assert res.returncode == 0, res.output[-3000:]
     counts = job_counts(res.output)
     assert counts["data"] == 2 and "build_model" not in counts and "sft" not in counts
+    # a method off the shared checkpoint schedule gets an eval rule of its own (its outputs are a different list)
+    res = snakemake(tmp_path, "-n", "ablate_selection", "--config", "seeds=[0]", "tasks=[sudoku]",
+                    "methods={egspo_sa_all: {k: 16, max_steps: 80}}")
+    assert res.returncode == 0, res.output[-3000:]
+    counts = job_counts(res.output)
+    assert counts["eval_egspo_sa_all"] == 1 and counts["eval"] == 3 and counts["eval_start"] == 1
