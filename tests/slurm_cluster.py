@@ -29,8 +29,9 @@ from pathlib import Path
 SLURM_PACKAGES = ("slurm-wlm", "slurmctld", "slurmd", "slurm-client", "munge")
 SYSTEM_CONF_DIR = Path("/etc/slurm")
 SLURM_BINARIES = ("slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "munged", "mungekey")
-# Long enough for the plugin's squeue-based status checks (it wants >= 3 x its initial check interval).
-MIN_JOB_AGE_S = 300
+# Finished jobs stay visible to squeue (the plugin wants >= 3 x its first check interval) and to the tests'
+# `scontrol show job` checks for the whole of a long test run.
+MIN_JOB_AGE_S = 3600
 
 
 class SlurmUnavailable(RuntimeError):

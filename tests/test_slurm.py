@@ -61,8 +61,12 @@ def _snakemake(cluster, workdir: Path, *args: str, timeout: float = 600) -> subp
     proc = subprocess.run(cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=timeout)
     if proc.returncode != 0:
+        failed = re.findall(r"Error in rule \w+:(?:.*\n)*?\s+log: .*?(\S+slurm_logs\S+\.log)", proc.stderr)
+        job_logs = "".join(f"\n--- {p} ---\n{Path(p).read_text(errors='replace')[-2000:]}"
+                           for p in failed[:3] if Path(p).is_file())
         pytest.fail(f"snakemake exited {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n"
-                    f"{proc.stderr[-8000:]}\nslurmctld log tail:\n{cluster.log('slurmctld')[-3000:]}")
+                    f"{proc.stderr[-8000:]}\nSlurm logs of failed jobs:{job_logs}\n"
+                    f"slurmctld log tail:\n{cluster.log('slurmctld')[-3000:]}")
     return proc
 
 
@@ -222,45 +226,38 @@ def test_requeued_rl_job_resumes_from_its_checkpoint(cluster, tmp_path):
 
 # ---- 3. the tiny preset's micro DAG through the Slurm profile equals a local run ---------------------------------
 
-def _micro_config() -> dict:
-    """The micro configuration of the pipeline's end-to-end test (tests/test_pipeline_e2e.py: MICRO_CONFIG)."""
-    path = Path(__file__).resolve().parent / "test_pipeline_e2e.py"
-    if not (REPO / "Snakefile").is_file() or not path.is_file():
-        pytest.fail("the pipeline (Snakefile) and its end-to-end test (tests/test_pipeline_e2e.py) are required")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_pipeline_e2e", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = getattr(module, "MICRO_CONFIG", None)
-    if not isinstance(config, dict):
-        pytest.fail("tests/test_pipeline_e2e.py must define MICRO_CONFIG, the micro config as a dict")
-    return config
+MICRO_CONFIG = REPO / "tests" / "micro_config.yaml"  # the pipeline end-to-end test's micro config
 
 
-def _outputs(workdir: Path) -> dict[str, bytes]:
-    """Evaluation metrics, generations and result tables of a run, by path relative to the run directory."""
-    found = {}
+WALL_CLOCK = re.compile(r"(_s|_seconds)$")  # timing fields (e.g. generation_s): the only expected difference
+
+
+def _outputs(workdir: Path) -> dict[str, object]:
+    """Evaluation metrics (parsed, without wall-clock fields), generations and result tables of a run (bytes),
+    by path relative to the run directory."""
+    found: dict[str, object] = {}
     for pattern in ("work/eval/**/*.json", "work/eval/**/*.jsonl", "results/tables/**/*.csv",
                     "results/tables/**/*.md"):
         for path in workdir.glob(pattern):
-            found[str(path.relative_to(workdir))] = path.read_bytes()
+            key = str(path.relative_to(workdir))
+            if path.suffix == ".json":
+                found[key] = {k: v for k, v in json.loads(path.read_text()).items() if not WALL_CLOCK.search(k)}
+            else:
+                found[key] = path.read_bytes()
     return found
 
 
 @pytest.mark.timeout(1800)
 def test_micro_dag_through_slurm_profile_matches_local_run(cluster, tmp_path):
-    import yaml
-
-    config = _micro_config()
+    if not (REPO / "Snakefile").is_file() or not MICRO_CONFIG.is_file():
+        pytest.fail(f"the pipeline's Snakefile and its micro config {MICRO_CONFIG} are required")
     runs = {}
     for name in ("local", "slurm"):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "micro.yaml").write_text(yaml.safe_dump(config))
     env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
     start = time.monotonic()
     local = subprocess.run([str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--profile",
-                            str(REPO / "profiles" / "local"), "--cores", "2", "--configfile", "micro.yaml",
+                            str(REPO / "profiles" / "local"), "--cores", "2", "--configfile", str(MICRO_CONFIG),
                             "--directory", str(tmp_path / "local")], cwd=tmp_path / "local", env=env,
                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1200)
     assert local.returncode == 0, f"local run failed:\n{local.stderr[-6000:]}"
@@ -268,7 +265,7 @@ def test_micro_dag_through_slurm_profile_matches_local_run(cluster, tmp_path):
 
     start = time.monotonic()
     proc = _snakemake(cluster, tmp_path / "slurm", "--snakefile", str(REPO / "Snakefile"), "--configfile",
-                      "micro.yaml", timeout=1500)
+                      str(MICRO_CONFIG), timeout=1500)
     runs["slurm"] = time.monotonic() - start
     log = proc.stderr + proc.stdout
 
