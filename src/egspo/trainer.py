@@ -61,7 +61,8 @@ STYLES = ("tiny", "d1")
 BASELINES = ("greedy", "rollout", "none")
 KL_ESTIMATORS = ("k3", "exact")
 #: settings that may change between a run and its resumption (everything else must match the checkpoint).
-RESUMABLE_CHANGES = frozenset({"max_steps", "save_every", "micro_batch", "grad_accum", "gradient_checkpointing"})
+RESUMABLE_CHANGES = frozenset({"max_steps", "save_every", "micro_batch", "grad_accum", "gradient_checkpointing",
+                               "rollout_policy"})
 
 
 @dataclass
@@ -112,6 +113,7 @@ class RLConfig:
     load_in_4bit: bool = False
     trust_remote_code: bool | None = None
     gradient_checkpointing: bool = False
+    rollout_policy: str = "auto"  # merged | live | auto (merged with LoRA on CUDA); egspo.rollout_policy
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> RLConfig:
@@ -127,7 +129,7 @@ class RLConfig:
             "algorithm": ALGORITHMS, "style": STYLES, "selection": SELECTION_METHODS, "baseline": BASELINES,
             "advantage_baseline": ("mean", "loo"), "logprob_reduction": ("sum", "mean"),
             "kl_estimator": KL_ESTIMATORS, "remasking": REMASKING_METHODS,
-            "dtype": ("float32", "bfloat16", "float16"),
+            "dtype": ("float32", "bfloat16", "float16"), "rollout_policy": ("auto", "merged", "live"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -163,6 +165,8 @@ class RLConfig:
         for name, ok in ranges.items():
             if not ok:
                 raise ValueError(f"{name} is out of range: {getattr(self, name)!r}")
+        if self.rollout_policy == "merged" and (not self.lora_r or self.load_in_4bit):
+            raise ValueError("rollout_policy='merged' needs LoRA (lora_r > 0) without load_in_4bit")
         if self.load_in_4bit and not self.lora_r:
             raise ValueError("load_in_4bit needs LoRA (lora_r > 0): 4-bit weights cannot be fine-tuned directly")
         if not Path(self.train).is_file():
@@ -345,6 +349,10 @@ class RLTrainer:
         self.train_model = prepared if prepared is self.policy else _ForwardWithMask(prepared, self.policy)
         self.prepared = prepared
         self.params = params
+        from egspo.rollout_policy import make_rollout_policy
+
+        self.rollout_policy = make_rollout_policy(cfg.rollout_policy, self.policy, device=self.device,
+                                                  quantized=cfg.load_in_4bit)
         if self._resume_state is not None:
             self._restore(self._resume_state)
 
@@ -387,9 +395,10 @@ class RLTrainer:
         ids, mask = ids.to(self.device), mask.to(self.device)
         chunk = self.cfg.micro_batch or len(lists)
         self.policy.eval()
-        parts = [generate(self.policy, ids[s:s + chunk], self.sampler_config, generator=self.generator,
-                          record_greedy_fill=record_greedy_fill, prompt_mask=mask[s:s + chunk])
-                 for s in range(0, len(lists), chunk)]
+        with self.rollout_policy.weights() as model:
+            parts = [generate(model, ids[s:s + chunk], self.sampler_config, generator=self.generator,
+                              record_greedy_fill=record_greedy_fill, prompt_mask=mask[s:s + chunk])
+                     for s in range(0, len(lists), chunk)]
         return _concat_rollouts(parts)
 
     def _reward_fn(self, row_of_trajectory: list[dict[str, Any]]):
@@ -469,6 +478,12 @@ class RLTrainer:
         t_rollout = time.perf_counter() - t0
 
         batch = step_batch(rollout, steps)  # row n*K + k
+        if self.rollout_policy.recompute_old_logprobs:
+            # The rollout sampled from merged weights (rounded differently from the trained LoRA forward): pi_old of
+            # the ratio is the trained policy before the update, re-scored on the selected states in one pass.
+            with torch.no_grad():
+                self.policy.eval()
+                batch.old_logprobs = token_logprobs(self.policy, batch, cfg.micro_batch)
         exact = cfg.kl_estimator == "exact"
         ref_lp = ref_logits = ref_offsets = None
         if cfg.beta > 0:
@@ -713,6 +728,8 @@ _HELP = {
     "mu": "inner iterations per rollout batch (diffu_grpo)", "micro_batch": "rows per forward pass (unset: all)",
     "lora_r": "LoRA rank (0 = full fine-tuning)", "lora_targets": "comma-separated LoRA target modules",
     "trust_remote_code": "true/false (default: the model family's)",
+    "rollout_policy": "rollout weights: merged (separate W0 + s*B@A copy, old log-probs re-scored live), live, or "
+                      "auto (merged with LoRA on CUDA, else live)",
 }
 
 
