@@ -38,6 +38,29 @@ R = C["results_dir"].rstrip("/")
 TASKS = list(C["tasks"])
 SEEDS = list(C["seeds"])
 SPLITS = ("train", "validation", "test")
+# Splits a task's data has, where not all three (mirrors the loaders of egspo.tasks: HumanEval is test-only,
+# KodCode is training data without a test split). Every other task has train, validation and test.
+PARTIAL_SPLITS = {"humaneval": ("test",), "kodcode": ("train", "validation")}
+
+
+def task_splits(task):
+    """The splits `egspo data` can write for `task`."""
+    return PARTIAL_SPLITS.get(task, SPLITS)
+
+
+def train_task(task):
+    """The task whose train split RL (and SFT) of evaluated task `task` uses (config key 'train_tasks'); a train
+    task maps to itself."""
+    return C.get("train_tasks", {}).get(task, task)
+
+
+def eval_splits(task):
+    """The configured evaluation splits that `task` has (HumanEval: test only)."""
+    return [s for s in C["eval"]["splits"] if s in task_splits(task)]
+
+
+# RL / SFT runs, one per distinct train task (HumanEval and MBPP share KodCode's in the paper preset).
+RL_TASKS = list(dict.fromkeys(train_task(t) for t in TASKS))
 # The model before RL, evaluated as a method of its own: the SFT warm start, or the base model without one.
 START = "sft" if C["sft"]["enabled"] else "base"
 
@@ -100,6 +123,10 @@ def check_config():
                                     f"'methods'")
     if C["trace"]["method"] not in C["methods"]:
         raise WorkflowError(f"config key 'trace.method' = {C['trace']['method']!r} is not a key of 'methods'")
+    for task in TASKS:
+        if "train" not in task_splits(train_task(task)):
+            raise WorkflowError(f"task {task!r} has no train split: set config key 'train_tasks.{task}' to the task "
+                                f"its RL run trains on (e.g. kodcode)")
     if C["model"]["kind"] == "tiny" and C["data"]["source"] == "hub":
         raise WorkflowError("config key 'data.source' = 'hub' needs a pretrained model (model.kind), "
                             "the tiny model's tokenizer only covers the tiny tasks' alphabet")
@@ -128,10 +155,13 @@ def flags(options):
 
 
 def model_flags(command):
-    """Loading flags of a pretrained model (paper preset) for `egspo sft` / `egspo rl`; none for the tiny model,
-    whose directory says it all. The paper preset's issue finalises these (and eval / trace loading flags)."""
+    """Loading and LoRA flags of a pretrained model (paper preset) for `egspo sft` / `egspo rl`; none for the tiny
+    model, whose directory says it all. LoRA targets are passed only when configured (else the family default of
+    egspo.models: every attention and MLP projection)."""
     m = C["model"]
-    if m["kind"] == "tiny" or command not in ("sft", "rl"):
+    if command not in ("sft", "rl"):
+        raise WorkflowError(f"model_flags: command must be sft or rl, got {command!r}")
+    if m["kind"] == "tiny":
         return ""
     options = {"dtype": m.get("dtype")}
     if command == "rl":
@@ -141,16 +171,71 @@ def model_flags(command):
         options["quantize_4bit"] = m.get("quantize_4bit")
     lora = m.get("lora")
     if lora:
-        options.update({"lora_r": lora["r"], "lora_alpha": lora["alpha"], "lora_dropout": lora["dropout"],
-                        "lora_targets": ",".join(lora["target_modules"])})
+        options.update({"lora_r": lora["r"], "lora_alpha": lora["alpha"], "lora_dropout": lora["dropout"]})
+        if lora.get("target_modules"):
+            options["lora_targets"] = ",".join(lora["target_modules"])
     return flags(options)
+
+
+def model_load_flags():
+    """`--dtype` / `--trust-remote-code` of `egspo eval` and `egspo trace` for the configured model (none for the
+    tiny model, which loads in float32 without remote code)."""
+    m = C["model"]
+    if m["kind"] == "tiny":
+        return ""
+    options = {"dtype": m.get("dtype")}
+    if m.get("trust_remote_code") is not None:
+        options["trust_remote_code"] = "true" if m["trust_remote_code"] else "false"
+    return flags(options)
+
+
+# ---- launching sft / rl ------------------------------------------------------------------------------------------
+PYTHON = shlex.quote(sys.executable)
+ACCELERATE_CONFIG = os.path.join(workflow.basedir, C.get("accelerate_config", "configs/accelerate/ddp.yaml"))
+# Rendezvous port of a multi-process job: distinct per Slurm job so two jobs on one node do not collide.
+RDZV_PORT = "$((29500 + ${SLURM_JOB_ID:-0} % 20000))"
+
+
+def launch_command(rule_name, resources, args):
+    """The shell command of an sft / rl job: `egspo <args>` on one device; with `gpu` >= 2 GPUs on one node
+    `accelerate launch --num_processes gpu` (one process per GPU, configs/accelerate/*.yaml); with `nodes` >= 2
+    one `accelerate launch` per node started by `srun`, each told its node rank ($SLURM_NODEID) and the first node
+    as rendezvous host. Slurm variables are defaulted or checked with a message (Snakemake runs `set -u`)."""
+    gpus, nodes = int(resources.gpu), int(getattr(resources, "nodes", 1) or 1)
+    if gpus < 2 and nodes < 2:
+        return f"{EGSPO} {args}"
+    if gpus < 1:
+        raise WorkflowError(f"config key 'resources.{rule_name}.nodes' = {nodes} needs gpu >= 1 per node")
+    accelerate = (f"{PYTHON} -m accelerate.commands.launch --config_file {shlex.quote(ACCELERATE_CONFIG)} "
+                  f"--num_processes {gpus * nodes} --num_machines {nodes}")
+    if nodes < 2:
+        return f"{accelerate} --main_process_port {RDZV_PORT} -m egspo.cli {args}"
+    per_node = (f"{accelerate} --machine_rank $SLURM_NODEID --main_process_ip $EGSPO_HEAD_NODE "
+                f"--main_process_port $EGSPO_PORT -m egspo.cli {args}")
+    return ("export EGSPO_HEAD_NODE=$(scontrol show hostnames "
+            "\"${SLURM_JOB_NODELIST:?a multi-node job needs a Slurm allocation}\" | head -n 1); "
+            f"export EGSPO_PORT={RDZV_PORT}; "
+            f"srun --nodes={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c {shlex.quote(per_node)}")
+
+
+def check_processes(rule_name, resources, batch_size):
+    """An rl job's prompts per iteration must split evenly over its processes (gpu * nodes)."""
+    processes = max(int(resources.gpu), 1) * int(getattr(resources, "nodes", 1) or 1)
+    if batch_size % processes:
+        raise WorkflowError(f"rl batch_size {batch_size} (prompts per iteration) is not divisible by the "
+                            f"{processes} processes of rule {rule_name!r} (resources gpu x nodes; the Slurm profile "
+                            f"may override gpu): choose a divisor of the batch size as the GPU count")
 
 
 TINY_MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_len", "seed")
 
 
-def res(rule_name, key):
-    return C["resources"][rule_name][key]
+def res(rule_name, key, default=None):
+    """config key 'resources.<rule>.<key>' (`default` where the key is optional, e.g. nodes)."""
+    value = C["resources"][rule_name].get(key, default)
+    if value is None:
+        raise WorkflowError(f"config key 'resources.{rule_name}.{key}' is missing")
+    return value
 
 
 def resources_of(rule_name):
@@ -176,8 +261,13 @@ def base_model_inputs():
     return [INIT_MODEL] if C["model"]["kind"] == "tiny" else []
 
 
+def sft_task(task):
+    """Name of the SFT run of `task`: its train task, or `s1k` for the one shared warm start on `sft.data`."""
+    return "s1k" if C["sft"].get("data") else train_task(task)
+
+
 def sft_dir(task, seed):
-    return f"{W}/sft/{task}/seed{seed}"
+    return f"{W}/sft/{sft_task(task)}/seed{seed}"
 
 
 def start_model(task, seed):
@@ -190,7 +280,8 @@ def start_model_inputs(task, seed):
 
 
 def rl_dir(task, method, seed):
-    return f"{W}/rl/{task}/{method}/seed{seed}"
+    """Run directory of `task`'s RL: the run of its train task (HumanEval and MBPP share KodCode's)."""
+    return f"{W}/rl/{train_task(task)}/{method}/seed{seed}"
 
 
 def checkpoint_steps(method):
@@ -228,15 +319,15 @@ def eval_metrics(methods, tasks=None, seeds=None, splits=None):
             for seed in seeds or SEEDS:
                 for ckpt in checkpoints(method):
                     for length in C["eval"]["gen_lengths"]:
-                        for split in splits or C["eval"]["splits"]:
+                        for split in splits or eval_splits(task):
                             out.append(eval_stem(task, method, seed, ckpt, length, split) + ".metrics.json")
     return out
 
 
 def rl_metrics_files(methods):
-    """(task, method, seed, metrics.jsonl) of every RL run among `methods` (the start model has none)."""
+    """(train task, method, seed, metrics.jsonl) of every RL run among `methods` (the start model has none)."""
     return [(t, m, s, f"{rl_dir(t, m, s)}/metrics.jsonl")
-            for t in TASKS for m in methods if m != START for s in SEEDS]
+            for t in RL_TASKS for m in methods if m != START for s in SEEDS]
 
 
 def results(stem, exts):

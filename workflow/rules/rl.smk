@@ -1,14 +1,19 @@
-# Stage 3: RL post-training of each (task, method, seed) from the model before RL.
+# Stage 3: RL post-training of each (train task, method, seed) from the model before RL. Evaluated tasks map to train
+# tasks through config key `train_tasks` (HumanEval and MBPP share the KodCode run in the paper preset).
 # The declared output is the LAST checkpoint only: earlier checkpoints are not outputs, so Snakemake never deletes
 # them, and a restarted or requeued job (`egspo rl` on the same directory) resumes from the newest one.
+# With gpu >= 2 (or nodes >= 2) the job runs under `accelerate launch` (see launch_command in common.smk).
 
 
-def rl_flags(wildcards):
-    settings = method_settings(wildcards.method)
-    if int(wildcards.last) != settings["max_steps"]:
-        raise WorkflowError(f"rl output step_{wildcards.last} of method {wildcards.method!r} is not its final "
+def rl_args(wc, resources):
+    settings = method_settings(wc.method)
+    if int(wc.last) != settings["max_steps"]:
+        raise WorkflowError(f"rl output step_{wc.last} of method {wc.method!r} is not its final "
                             f"checkpoint step_{settings['max_steps']} (max_steps)")
-    return flags(settings)
+    check_processes("rl", resources, settings["batch_size"])
+    return (f"rl --model {start_model(wc.task, wc.seed)} --task {wc.task} --train {data_path(wc.task, 'train')} "
+            f"--out {rl_dir(wc.task, wc.method, wc.seed)} --seed {wc.seed} --style {STYLE} {flags(settings)} "
+            f"{model_flags('rl')}")
 
 
 rule rl:
@@ -18,10 +23,7 @@ rule rl:
     output:
         directory(f"{W}/rl/{{task}}/{{method}}/seed{{seed}}/checkpoints/step_{{last}}"),
     params:
-        model=lambda wc: start_model(wc.task, wc.seed),
-        out=lambda wc: rl_dir(wc.task, wc.method, wc.seed),
-        flags=rl_flags,
-        model_flags=model_flags("rl"),
+        command=lambda wc, resources: launch_command("rl", resources, rl_args(wc, resources)),
     log:
         f"{LOGS}/rl/{{task}}/{{method}}/seed{{seed}}_step{{last}}.log",
     threads: res("rl", "threads")
@@ -29,6 +31,6 @@ rule rl:
         mem_mb=res("rl", "mem_mb"),
         runtime=res("rl", "runtime"),
         gpu=res("rl", "gpu"),
+        nodes=res("rl", "nodes", 1),
     shell:
-        "{EGSPO} rl --model {params.model} --task {wildcards.task} --train {input.train} --out {params.out} "
-        "--seed {wildcards.seed} --style {STYLE} {params.flags} {params.model_flags} > {log} 2>&1"
+        "export OMP_NUM_THREADS={threads}; {params.command} > {log} 2>&1"
