@@ -219,3 +219,17 @@ def test_paper_code_path_rl_lora_merge_eval(tmp_path):
           "--gen-length", "8", "--steps", "4", "--block-length", "4", "--batch-size", "3", "--style", "d1")
     completions = [json.loads(line)["completion"] for line in out.read_text().splitlines()]
     assert completions == [json.loads(line)["completion"] for line in out2.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_at_the_tiny_shape(tmp_path):
+    """scripts/gpu_check.sh is kept runnable: the same code as the H100 check, at a toy size on this device."""
+    res = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--shape", "tiny", "--no-trainer"],
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable})
+    assert res.returncode == 0, res.stderr[-3000:]
+    bench = json.loads((tmp_path / "gpu_check.json").read_text())["benchmark"]
+    for key in ("rollout_live_s", "rollout_merged_s", "update_s", "bare_forwards_s", "bare_fwd_bwd_s"):
+        assert bench[key] > 0
+    assert bench["bidirectional_logit_change"] > 0
+    assert bench["merged_vs_live_max_abs_logit_diff"] < 1e-4 * max(bench["logit_scale_max_abs"], 1.0)
