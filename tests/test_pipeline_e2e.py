@@ -58,7 +58,9 @@ def _check_parses(path: Path) -> None:
         raise AssertionError(f"{path}: no parser for this output kind")
 
 
-@pytest.mark.slow  # 33 jobs, each starting torch + transformers: ~2 CPU-minutes on this 2-core machine
+# 21 jobs, 10 of them starting torch + transformers (~5 CPU-s each): ~70 CPU-s in all, about 40 s of wall time on 2
+# idle cores (2 min when the machine is shared), too slow for the default suite
+@pytest.mark.slow
 def test_micro_pipeline_end_to_end(tmp_path):
     start = time.perf_counter()
     res = _snakemake(tmp_path)
@@ -68,8 +70,17 @@ def test_micro_pipeline_end_to_end(tmp_path):
 
     outputs = _declared_outputs(tmp_path)
     rules = {rule for _, rule in outputs}
-    assert {"data", "build_model", "sft", "rl", "eval", "trace", "gradcheck", "report_main", "report_curves",
+    assert {"data", "build_model", "sft", "rl", "eval_start", "eval", "trace", "gradcheck", "report_main", "report_curves",
             "report_fig2", "report_gradcheck"} <= rules
+    # one eval job per (task, method, seed) wrote every checkpoint x length x split of its run
+    evals = sorted(rel for rel, rule in outputs if rule == "eval" and rel.endswith(".metrics.json"))
+    assert evals == sorted(f"work/eval/sudoku/{m}/seed0/step_{n}/len24/{s}.metrics.json"
+                           for m in ("diffu_grpo", "egspo", "egspo_sa") for n in (1, 2) for s in ("validation", "test"))
+    for rel in evals:
+        tags = json.loads((tmp_path / rel).read_text())["tags"]
+        method, seed, ckpt, _, split = rel.split("/")[3:]
+        assert tags == {"method": method, "seed": seed[len("seed"):], "ckpt": ckpt,
+                        "split": split[: -len(".metrics.json")]}
     for rel, rule in outputs:
         path = tmp_path / rel
         assert path.exists(), f"declared output of rule {rule} missing: {rel}"
