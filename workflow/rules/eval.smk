@@ -7,6 +7,7 @@
 # (all of them unless a method overrides max_steps / save_every), rule `eval_{method}` for each other one. Every
 # output file is declared, so the report rules' inputs (eval_metrics) stay exact.
 
+import itertools
 import re
 
 
@@ -28,11 +29,21 @@ def eval_groups():
     return groups
 
 
-def eval_outputs(method, ckpts):
+def eval_outputs(method, ckpts, splits):
     """Every generations / metrics file of one (task, method, seed) job, `{task}` and `{seed}` left as wildcards."""
     return [eval_stem("{task}", method, "{seed}", ckpt, length, split) + ext
-            for ckpt in ckpts for length in C["eval"]["gen_lengths"] for split in C["eval"]["splits"]
+            for ckpt in ckpts for length in C["eval"]["gen_lengths"] for split in splits
             for ext in (".jsonl", ".metrics.json")]
+
+
+def eval_split_groups():
+    """[(rule-name suffix, tasks, splits)]: tasks grouped by the evaluation splits they have (HumanEval: test only);
+    the group with every configured split gets no suffix."""
+    groups = {}
+    for task in TASKS:
+        groups.setdefault(tuple(eval_splits(task)), []).append(task)
+    return [("" if list(splits) == list(C["eval"]["splits"]) else "_" + "_".join(splits), tasks, list(splits))
+            for splits, tasks in groups.items()]
 
 
 def eval_model_inputs(wc):
@@ -53,21 +64,21 @@ def eval_model_flags(wc):
 
 EVAL_LENGTHS = " ".join(str(n) for n in C["eval"]["gen_lengths"])
 EVAL_STEPS = " ".join(str(eval_steps(n)) for n in C["eval"]["gen_lengths"])
-EVAL_DATA = " ".join(f"--data {split}={{input.{split}}}" for split in C["eval"]["splits"])
 
-
-for _rule_name, _methods, _ckpts in eval_groups():
+for (_rule_name, _methods, _ckpts), (_suffix, _tasks, _splits) in itertools.product(eval_groups(),
+                                                                                    eval_split_groups()):
 
     rule:
         name:
-            _rule_name
+            _rule_name + _suffix
         input:
-            **{split: (lambda wc, split=split: data_path(wc.task, split)) for split in C["eval"]["splits"]},
+            **{split: (lambda wc, split=split: data_path(wc.task, split)) for split in _splits},
             model=eval_model_inputs,
         output:
-            eval_outputs("{method}", _ckpts),
+            eval_outputs("{method}", _ckpts, _splits),
         wildcard_constraints:
             method="|".join(re.escape(m) for m in _methods),
+            task="|".join(re.escape(t) for t in _tasks),
         params:
             models=eval_model_flags,
             out_dir=lambda wc: f"{W}/eval/{wc.task}/{wc.method}/seed{wc.seed}",
@@ -75,15 +86,16 @@ for _rule_name, _methods, _ckpts in eval_groups():
             batch_size=C["eval"]["batch_size"],
         log:
             f"{LOGS}/eval/{{task}}/{{method}}/seed{{seed}}.log",
-        threads: res("eval", "threads")  # Snakemake's shell() sets OMP_NUM_THREADS (torch's threads) to this
+        threads: res("eval", "threads")
         resources:
             mem_mb=res("eval", "mem_mb"),
             runtime=res("eval", "runtime"),
             gpu=res("eval", "gpu"),
         shell:
-            "{EGSPO} eval --task {wildcards.task} {params.models} " + EVAL_DATA + " --gen-length " + EVAL_LENGTHS +
+            "export OMP_NUM_THREADS={threads}; {EGSPO} eval --task {wildcards.task} {params.models} "
+            + " ".join(f"--data {split}={{input.{split}}}" for split in _splits) + " --gen-length " + EVAL_LENGTHS +
             " --steps " + EVAL_STEPS + " --block-length {params.block_length} --batch-size {params.batch_size} "
-            "--style {STYLE} --out-dir {params.out_dir} --tag method={wildcards.method} --tag seed={wildcards.seed} "
+            "--style {STYLE} " + model_load_flags() + " --out-dir {params.out_dir} --tag method={wildcards.method} --tag seed={wildcards.seed} "
             "> {log} 2>&1"
 
 
@@ -110,8 +122,8 @@ rule trace:
         runtime=res("trace", "runtime"),
         gpu=res("trace", "gpu"),
     shell:
-        "{EGSPO} trace --model {input.model} --task {wildcards.task} --data {input.data} --style {STYLE} "
-        "--out {output} {params.flags} > {log} 2>&1"
+        "export OMP_NUM_THREADS={threads}; {EGSPO} trace --model {input.model} --task {wildcards.task} --data {input.data} --style {STYLE} "
+        "--out {output} {params.flags} " + model_load_flags() + " > {log} 2>&1"
 
 
 rule gradcheck:
@@ -127,4 +139,4 @@ rule gradcheck:
         runtime=res("gradcheck", "runtime"),
         gpu=res("gradcheck", "gpu"),
     shell:
-        "{EGSPO} gradcheck --out {output} {params.flags} > {log} 2>&1"
+        "export OMP_NUM_THREADS={threads}; {EGSPO} gradcheck --out {output} {params.flags} > {log} 2>&1"
