@@ -251,13 +251,15 @@ def _outputs(workdir: Path) -> dict[str, object]:
 def test_micro_dag_through_slurm_profile_matches_local_run(cluster, tmp_path):
     if not (REPO / "Snakefile").is_file() or not MICRO_CONFIG.is_file():
         pytest.fail(f"the pipeline's Snakefile and its micro config {MICRO_CONFIG} are required")
+    micro = tmp_path / "micro_config.yaml"  # one snapshot for both runs
+    shutil.copyfile(MICRO_CONFIG, micro)
     runs = {}
     for name in ("local", "slurm"):
         (tmp_path / name).mkdir()
     env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
     start = time.monotonic()
     local = subprocess.run([str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--profile",
-                            str(REPO / "profiles" / "local"), "--cores", "2", "--configfile", str(MICRO_CONFIG),
+                            str(REPO / "profiles" / "local"), "--cores", "2", "--configfile", str(micro),
                             "--directory", str(tmp_path / "local")], cwd=tmp_path / "local", env=env,
                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1200)
     assert local.returncode == 0, f"local run failed:\n{local.stderr[-6000:]}"
@@ -265,7 +267,7 @@ def test_micro_dag_through_slurm_profile_matches_local_run(cluster, tmp_path):
 
     start = time.monotonic()
     proc = _snakemake(cluster, tmp_path / "slurm", "--snakefile", str(REPO / "Snakefile"), "--configfile",
-                      str(MICRO_CONFIG), timeout=1500)
+                      str(micro), timeout=1500)
     runs["slurm"] = time.monotonic() - start
     log = proc.stderr + proc.stdout
 
