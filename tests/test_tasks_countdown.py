@@ -1,5 +1,6 @@
 import itertools
 import random
+import re
 import time
 from fractions import Fraction
 
@@ -144,10 +145,24 @@ def test_hub_loader_through_datasets_on_a_local_copy(shared_data, tmp_path, monk
 
 def test_prompts():
     assert TASK.prompt(ROW, "tiny") == "countdown:30,100,93=23"
-    assert TASK.target(ROW) == "<answer>93+30-100</answer>"
+    assert TASK.target(ROW) == "<answer>30-100+93</answer>"  # the numbers in the prompt's order
+    assert TASK.target({"numbers": [1, 2, 3], "target": 7}) == "<answer>1+2*3</answer>"
+    # no left-to-right solution: any solver expression
+    assert countdown.ordered_solution([1, 1, 3], 1) is None
+    assert TASK.target({"numbers": [1, 1, 3], "target": 1}) == "<answer>3-(1+1)</answer>"
     d1 = TASK.prompt(ROW, "d1")
     assert "[30, 100, 93]" in d1 and "exactly 23" in d1 and "<reasoning>" in d1
     with pytest.raises(ValueError, match="missing field 'numbers'"):
         countdown.normalize({"target": 3}, "row 0")
     assert countdown.normalize({"input": "1,2,3", "output": "6"}, "r") == {"input": "1,2,3", "output": "6",
                                                                            "numbers": [1, 2, 3], "target": 6}
+
+
+def test_tiny_numbers_admit_a_left_to_right_solution():
+    data = countdown.generate_tiny(seed=3, n_train=300, n_validation=20, n_test=40)
+    for rows in data.values():
+        for row in rows:
+            expr = countdown.ordered_solution(row["numbers"], row["target"])
+            assert expr is not None
+            assert TASK.grade(f"<answer>{expr}</answer>", row)["correct"]
+            assert [int(n) for n in re.findall(r"\d+", expr)] == row["numbers"]

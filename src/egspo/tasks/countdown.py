@@ -5,7 +5,10 @@ Rows carry ``numbers`` (list of int) and ``target`` (int), plus the original fie
 
 Prompts. ``d1``: the d1 Countdown instructions with the reasoning/answer format. ``tiny``: ``countdown:`` then the
 numbers joined by ``,`` then ``=`` and the target, e.g. ``countdown:30,100,93=23``; the target completion is
-``<answer>`` + a solver-produced expression (each number once, minimal parentheses) + ``</answer>``.
+``<answer>`` + a solver-produced expression (each number once, minimal parentheses) + ``</answer>``, preferring one
+that uses the numbers in the prompt's order. Tiny data lists each instance's numbers in an order that admits such a
+left-to-right solution, so the reference completion lines up with the prompt (a small model learns to copy by
+position much faster than by content); any correct expression still scores 1.0.
 
 Scoring (intended semantics of the game; docs/graders.md lists where this differs from the authors' code). The answer
 is the last closed ``<answer>`` block, with one wrapping ``\\boxed{}`` removed and common notations of the four
@@ -124,6 +127,23 @@ def solve(numbers, target) -> str | None:
     return solutions(tuple(int(n) for n in numbers)).get(Fraction(target))
 
 
+def ordered_solution(numbers, target) -> str | None:
+    """An expression that uses ``numbers`` once each *in the given order*, ``(a o b) o c`` or ``a o (b o c)`` with
+    minimal parentheses, equal to ``target``; ``None`` if no such expression exists (the search order of operators
+    and shapes is fixed, so the result is deterministic)."""
+    if len(numbers) != 3:
+        raise ValueError(f"ordered_solution needs three numbers, got {list(numbers)!r}")
+    a, b, c = ((Fraction(int(n)), str(int(n)), _ATOM) for n in numbers)
+    goal = Fraction(target)
+    for op1, op2 in itertools.product("+-*/", repeat=2):
+        left = _combine(op1, a, b)
+        for tree in (_combine(op2, left, c) if left else None,
+                     _combine(op1, a, inner) if (inner := _combine(op2, b, c)) else None):
+            if tree is not None and tree[0] == goal:
+                return tree[1]
+    return None
+
+
 # ---- tiny generator ---------------------------------------------------------------------------------------------
 def _partition(items: list, weights: dict[str, float], rng: random.Random) -> dict[str, set]:
     items = list(items)
@@ -149,7 +169,8 @@ def generate_tiny(
     """Tiny-preset instances (see the module docstring). Multisets and targets are shuffled with ``seed`` and shared
     among the splits with weights proportional to sqrt(split size) (an instance needs both its multiset and its
     target in the split, so the share of instances goes as the square); ``n_split`` instances are then drawn from
-    each split's eligible pairs. Rows: ``numbers`` (in a random order), ``target``."""
+    each split's eligible pairs. Rows: ``numbers`` (in a random order among those that admit a left-to-right
+    solution, see :func:`ordered_solution`; every solvable 3-number instance has one), ``target``."""
     sizes = {"train": n_train, "validation": n_validation, "test": n_test}
     for name, n in sizes.items():
         if n < 0:
@@ -176,8 +197,9 @@ def generate_tiny(
             )
         rows = []
         for ms, t in rng.sample(eligible, n):
-            numbers = list(ms)
-            rng.shuffle(numbers)
+            orders = list(itertools.permutations(ms))
+            rng.shuffle(orders)
+            numbers = next(list(o) for o in orders if ordered_solution(o, t) is not None)
             rows.append({"numbers": numbers, "target": t})
         out[split] = rows
     return out
@@ -260,7 +282,7 @@ class CountdownTask(Task):
         return chat_prompt(content, tokenizer)
 
     def target(self, row: Row, style: str = "tiny") -> str:
-        expr = solve(row["numbers"], row["target"])
+        expr = ordered_solution(row["numbers"], row["target"]) or solve(row["numbers"], row["target"])
         if expr is None:
             raise ValueError(f"countdown row {row!r} has no solution; cannot make a reference completion")
         if check_style(style) == "tiny":
