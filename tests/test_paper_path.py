@@ -37,8 +37,9 @@ def dry_run(tmp_path: Path, *config: str, env_extra: dict | None = None) -> subp
     blocker = tmp_path / "no_torch"
     (blocker / "torch").mkdir(parents=True, exist_ok=True)
     (blocker / "torch" / "__init__.py").write_text("raise ImportError('torch imported at DAG time')\n")
-    env = {**os.environ, "PYTHONPATH": str(blocker), "HF_HUB_OFFLINE": "1", "EGSPO_SLURM_TRAIN_GPUS": "4",
-           "EGSPO_SLURM_SIZE": "paper", **(env_extra or {})}
+    # the profile's own defaults (no EGSPO_SLURM_* variable of the caller leaks in): GPU counts from config.yaml
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("EGSPO_SLURM_")}, "PYTHONPATH": str(blocker),
+           "HF_HUB_OFFLINE": "1", **(env_extra or {})}
     cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "-n", "-p",
            "--profile", str(REPO / "profiles" / "slurm"), "--config", "preset=paper", *config]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
@@ -122,10 +123,26 @@ def test_paper_jobs_carry_sbatch_resources_and_launch_commands(paper_dag):
     code = [j for j in rl if "/rl/kodcode/" in j["outputs"][0]]
     assert len(code) == 3 and all("--task kodcode --train work/paper/data/kodcode/train.jsonl" in j["shell"]
                                   for j in code)
+    # one source for the GPU count: the profile sets none, config.yaml's resources.rl.gpu applies; host memory
+    # follows it (--mem-per-cpu x cpus_per_gpu x gpu) and equals the config's mem_mb for the rl rule
+    rl_res = PAPER["resources"]["rl"]
+    for job in rl:
+        res = job["resources"]
+        assert int(res["gpu"]) == rl_res["gpu"] and PAPER["rl"]["batch_size"] % rl_res["gpu"] == 0
+        assert int(res["mem_mb_per_cpu"]) * int(res["cpus_per_gpu"]) * int(res["gpu"]) == rl_res["mem_mb"]
     evals = [j for j in paper_dag if j["rule"].startswith("eval")]
-    assert evals and all(j["resources"]["gpu"] == "1" for j in evals)
+    # every generated eval rule (eval, eval_start, eval_test, eval_start_test) gets the profile's `eval` entry
+    assert {j["rule"] for j in evals} == {"eval", "eval_start", "eval_test", "eval_start_test"}
+    for job in evals:
+        res = job["resources"]
+        assert res["gpu"] == "1" and res["cpus_per_gpu"] == "8" and res["mem_mb_per_cpu"] == "8000", job["rule"]
+        assert res["runtime"] == "240" and "cpus_per_task" not in res, job["rule"]
     data = [j for j in paper_dag if j["rule"] in ("data", "data_split")]
     assert all(j["resources"]["gpu"] == "0" and j["shell"].startswith("export OMP_NUM_THREADS=") for j in data)
+    # data_split has the profile's resources of data
+    assert {j["rule"] for j in data} == {"data", "data_split"}
+    assert {(j["resources"]["mem_mb"], j["resources"]["runtime"], j["resources"]["cpus_per_task"])
+            for j in data} == {("16000", "30", "4")}
 
 
 def test_gpu_count_must_divide_the_prompt_batch(tmp_path):

@@ -278,11 +278,13 @@ def test_micro_dag_through_slurm_profile_matches_local_run(cluster, tmp_path):
     slurm_rules = sorted(jobid_to_rule[j] for j, _ in submitted)
     assert slurm_rules == local_rules, f"jobs differ between the Slurm and the local run:\n{log[-6000:]}"
     known = {j["JobId"]: j for j in cluster.jobs()}
-    gpu_rules = {"sft", "rl", "eval", "trace"}  # GPU rules of profiles/slurm (1 GPU each at EGSPO_SLURM_SIZE=small)
+    # GPU rules of profiles/slurm (1 GPU each at EGSPO_SLURM_SIZE=small); eval rules are generated per checkpoint
+    # schedule and split set (eval, eval_start, eval_test, eval_<method>, ...) and all inherit the `eval` entry
+    is_gpu_rule = lambda rule: rule in {"sft", "rl", "trace"} or rule.startswith("eval")  # noqa: E731
     for jobid, slurm_id in submitted:
         rule, info = jobid_to_rule[jobid], known[slurm_id]
         assert info["JobState"] == "COMPLETED", (rule, info)
-        assert info["JOB_GRES"] == ("gpu:1" if rule in gpu_rules else "(null)"), (rule, info["JOB_GRES"])
+        assert info["JOB_GRES"] == ("gpu:1" if is_gpu_rule(rule) else "(null)"), (rule, info["JOB_GRES"])
 
     ours, theirs = _outputs(tmp_path / "slurm"), _outputs(tmp_path / "local")
     assert any(k.startswith("work/eval/") for k in theirs), f"the local run wrote no eval metrics: {sorted(theirs)}"

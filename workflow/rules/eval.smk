@@ -65,6 +65,22 @@ def eval_model_flags(wc):
 EVAL_LENGTHS = " ".join(str(n) for n in C["eval"]["gen_lengths"])
 EVAL_STEPS = " ".join(str(eval_steps(n)) for n in C["eval"]["gen_lengths"])
 
+EVAL_RULES = [name + suffix for (name, _, _), (suffix, _, _) in itertools.product(eval_groups(), eval_split_groups())]
+
+
+def inherit_eval_set_resources(names):
+    """Every generated evaluation rule takes the `--set-resources` (profile `set-resources`) entry of rule `eval`
+    unless it has one of its own, so a profile need not know the generated names. Must run before the rules are
+    defined: Snakemake applies these overrides when a rule is created."""
+    overrides = getattr(workflow.resource_settings, "_parsed_overwrite_resources", None)
+    if overrides is None or "eval" not in overrides:
+        return
+    for name in names:
+        overrides.setdefault(name, overrides["eval"])
+
+
+inherit_eval_set_resources(EVAL_RULES)
+
 for (_rule_name, _methods, _ckpts), (_suffix, _tasks, _splits) in itertools.product(eval_groups(),
                                                                                     eval_split_groups()):
 
