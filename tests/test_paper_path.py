@@ -101,6 +101,11 @@ def test_paper_dag_has_every_run_and_evaluation(paper_dag):
     assert len(expected) == (5 * 2 + 1) * (1 + 3 * 20) * 3 == 2013
     assert expected <= declared
     assert {"report_main", "report_curves", "report_fig2", "report_gradcheck", "all"} <= set(counts)
+    # the report reads exactly the planned files: HumanEval's test only; curves from the RL runs (kodcode)
+    (main,) = [j for j in paper_dag if j["rule"] == "report_main"]
+    assert "--splits validation test" in main["shell"] and "--task-splits humaneval=test " in main["shell"]
+    (curves,) = [j for j in paper_dag if j["rule"] == "report_curves"]
+    assert f"--tasks {' '.join(dict.fromkeys(TRAIN_TASKS.values()))} --methods" in curves["shell"]
 
 
 def test_paper_jobs_carry_sbatch_resources_and_launch_commands(paper_dag):

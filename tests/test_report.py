@@ -270,3 +270,38 @@ def test_gradcheck_report(tmp_path):
     with pytest.raises(ValueError, match="variance"):
         egspo_main(["report", "gradcheck", "--csv", str(csv), "--table", str(tmp_path / "t"),
                     "--figure", str(tmp_path / "f")])
+
+
+def test_task_without_validation_split_reports_val_chosen_as_na(tmp_path):
+    """HumanEval has only a test split: `--task-splits humaneval=test` reads its test files alone, the
+    validation-chosen column is n/a with a note, and the other task keeps both protocols."""
+    eval_dir = _write_grid(tmp_path, "countdown")
+    _write_grid(tmp_path, "humaneval")
+    for path in (eval_dir / "humaneval").rglob("validation.metrics.json"):
+        path.unlink()
+    args = ["report", "accuracy", "--eval-dir", str(eval_dir), "--tasks", "countdown", "humaneval",
+            "--methods", "sft", "egspo_sa", "--seeds", *map(str, SEEDS), "--lengths", "8", "16",
+            "--checkpoints", "sft=sft", "egspo_sa=step_1,step_2", "--reference", "sft",
+            "--table", str(tmp_path / "main"), "--gains", str(tmp_path / "gains")]
+    # without the per-task splits the missing validation file is an error naming it
+    with pytest.raises(FileNotFoundError, match="humaneval/.*validation.metrics.json"):
+        egspo_main(args)
+    assert egspo_main([*args, "--task-splits", "humaneval=test"]) == 0
+    main = pd.read_csv(tmp_path / "main.csv").set_index(["task", "gen_length", "method"])
+    he = main.loc[("humaneval", "8", "egspo_sa")]
+    assert he["best_on_test_mean"] == pytest.approx(61.0) and math.isnan(he["val_chosen_mean"])
+    cd = main.loc[("countdown", "8", "egspo_sa")]
+    assert cd["best_on_test_mean"] == pytest.approx(61.0) and cd["val_chosen_mean"] == pytest.approx(42.0)
+    md = (tmp_path / "main.md").read_text()
+    he_rows = [line for line in md.splitlines() if line.startswith("| humaneval |")]
+    assert he_rows and all(line.rstrip(" |").endswith("n/a") for line in he_rows)
+    assert '"Chosen on validation" is n/a for humaneval: no validation split' in md
+    gains = pd.read_csv(tmp_path / "gains.csv")
+    assert set(gains.loc[gains["task"] == "humaneval", "protocol"]) == {"best_on_test"}
+    # a task's splits must contain test, and a named task must be evaluated
+    with pytest.raises(ValueError, match="no 'test'"):
+        tables.load_eval_grid(eval_dir, tasks=["humaneval"], methods=["sft"], seeds=SEEDS, checkpoints=CHECKPOINTS,
+                              lengths=[8], splits=["validation", "test"], task_splits={"humaneval": ["validation"]})
+    with pytest.raises(ValueError, match="not in tasks"):
+        tables.load_eval_grid(eval_dir, tasks=["countdown"], methods=["sft"], seeds=SEEDS, checkpoints=CHECKPOINTS,
+                              lengths=[8], splits=["test"], task_splits={"humaneval": ["test"]})

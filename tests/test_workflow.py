@@ -110,7 +110,8 @@ def test_override_variant_runs_in_its_own_directories(tmp_path):
     assert len(rl_cmds) == 1
     cmd = rl_cmds[0]
     assert "--out work/rl/sudoku/egspo_sa_k2/seed0" in cmd and "--k 2" in cmd and "--lr 0.0002" in cmd
-    assert "--max-steps 120" in cmd and "--lam 0.5" in cmd  # the rest of `rl` is the preset's
+    tiny_rl = yaml.safe_load((REPO / "config.yaml").read_text())["presets"]["tiny"]["rl"]
+    assert f"--max-steps {tiny_rl['max_steps']} " in cmd and "--lam 0.5" in cmd  # the rest of `rl` is the preset's
     outputs = re.findall(r"output: (.*)", out)
     written = {p.strip() for line in outputs for p in line.split(",")}
     assert all(p.startswith(("work/", "results/variants/k2/")) for p in written), sorted(written)

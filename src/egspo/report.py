@@ -39,7 +39,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     acc.add_argument("--methods", nargs="+", required=True, help="methods in table / bar order")
     acc.add_argument("--seeds", nargs="+", type=int, required=True)
     acc.add_argument("--lengths", nargs="+", type=int, required=True, help="generation lengths evaluated")
-    acc.add_argument("--splits", nargs="+", default=["validation", "test"], choices=("validation", "test"))
+    acc.add_argument("--splits", nargs="+", default=["validation", "test"], choices=("validation", "test"),
+                     help="evaluated splits of every task not named in --task-splits")
+    acc.add_argument("--task-splits", nargs="*", type=_key_value, default=[], metavar="TASK=SPLIT,SPLIT",
+                     help="evaluated splits of a task that has fewer (e.g. humaneval=test: its validation-chosen "
+                          "column is n/a)")
     acc.add_argument("--checkpoints", nargs="+", type=_key_value, required=True, metavar="METHOD=CKPT,CKPT",
                      help="evaluated checkpoints per method, e.g. sft=sft egspo=step_40,step_80")
     acc.add_argument("--metric", nargs="*", type=_key_value, default=[], metavar="TASK=FIELD",
@@ -95,8 +99,16 @@ def run_accuracy(args: argparse.Namespace) -> int:
 
     checkpoints = {m: [c for c in ckpts.split(",") if c] for m, ckpts in args.checkpoints}
     metric = dict(args.metric)
+    task_splits = {}
+    for task, names in args.task_splits:
+        splits = [s for s in names.split(",") if s]
+        bad = [s for s in splits if s not in ("validation", "test")]
+        if bad or not splits:
+            raise ValueError(f"--task-splits {task}={names}: splits must be validation and/or test")
+        task_splits[task] = splits
     grid = tables.load_eval_grid(args.eval_dir, tasks=args.tasks, methods=args.methods, seeds=args.seeds,
-                                 checkpoints=checkpoints, lengths=args.lengths, splits=args.splits, metric=metric)
+                                 checkpoints=checkpoints, lengths=args.lengths, splits=args.splits, metric=metric,
+                                 task_splits=task_splits)
     scores = tables.protocol_scores(grid)
     summary = tables.summarize(scores, args.methods)
     reference = tables.paper_reference_rows(args.tasks) if args.paper_reference else None

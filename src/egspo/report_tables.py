@@ -78,15 +78,25 @@ def eval_metrics_path(eval_dir: str | Path, task: str, method: str, seed: int, c
 
 def load_eval_grid(eval_dir: str | Path, *, tasks: Sequence[str], methods: Sequence[str], seeds: Sequence[int],
                    checkpoints: Mapping[str, Sequence[str]], lengths: Sequence[int], splits: Sequence[str],
-                   metric: Mapping[str, str] | None = None) -> pd.DataFrame:
+                   metric: Mapping[str, str] | None = None,
+                   task_splits: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
     """Every metrics file of the grid as one row: task, method, seed, ckpt, step, gen_length, split, value (%).
 
-    ``value`` is 100 x the task's metric field (``metric[task]``, else ``DEFAULT_METRIC``, else ``accuracy``).
-    A missing file or field is an error naming it."""
+    ``task_splits[task]`` replaces ``splits`` for a task that has fewer (HumanEval: test only); such a task then has
+    no ``val_chosen`` score (see ``_choose``). ``value`` is 100 x the task's metric field (``metric[task]``, else
+    ``DEFAULT_METRIC``, else ``accuracy``). A missing file or field is an error naming it."""
     metric = {**DEFAULT_METRIC, **(metric or {})}
+    task_splits = dict(task_splits or {})
+    unknown = sorted(set(task_splits) - set(tasks))
+    if unknown:
+        raise ValueError(f"task_splits names tasks not in tasks {list(tasks)}: {unknown}")
     rows = []
     for task in tasks:
         field = metric.get(task, "accuracy")
+        splits_of_task = list(task_splits.get(task, splits))
+        if "test" not in splits_of_task:
+            raise ValueError(f"task {task!r}: splits {splits_of_task} have no 'test' (both protocols report test "
+                             f"accuracy)")
         for method in methods:
             if method not in checkpoints:
                 raise ValueError(f"no checkpoint list for method {method!r} (checkpoints has {sorted(checkpoints)})")
@@ -94,7 +104,7 @@ def load_eval_grid(eval_dir: str | Path, *, tasks: Sequence[str], methods: Seque
                 for ckpt in checkpoints[method]:
                     step = checkpoint_step(ckpt)
                     for length in lengths:
-                        for split in splits:
+                        for split in splits_of_task:
                             path = eval_metrics_path(eval_dir, task, method, seed, ckpt, length, split)
                             if not path.is_file():
                                 raise FileNotFoundError(f"evaluation metrics file missing: {path}")
@@ -258,6 +268,11 @@ def format_ci(mean: float, low: float, high: float, digits: int = 1) -> str:
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def tasks_without_validation(summary: pd.DataFrame) -> list[str]:
+    """Tasks of a summary whose validation-chosen score is missing in every row (no validation split)."""
+    return [task for task, sub in summary.groupby("task", sort=False) if sub["val_chosen_mean"].isna().all()]
+
+
 def main_markdown(summary: pd.DataFrame, reference: pd.DataFrame | None, metric_note: str, title: str) -> str:
     n_values = sorted({int(n) for n in summary["n_seeds"]})
     parts = [f"# {title}\n",
@@ -272,6 +287,10 @@ def main_markdown(summary: pd.DataFrame, reference: pd.DataFrame | None, metric_
             for r in summary.itertuples()]
     parts.append(markdown_table(["Task", "Gen. length", "Method", "n seeds", "Best on test (paper protocol)",
                                  "Chosen on validation (honest)"], rows))
+    no_validation = tasks_without_validation(summary)
+    if no_validation:
+        parts.append(f"\n\"Chosen on validation\" is n/a for {', '.join(no_validation)}: no validation split "
+                     f"(only test is evaluated), so no checkpoint can be chosen without looking at test.\n")
     if reference is not None and not reference.empty:
         parts.append("\n## Reference: the paper's reported numbers (LLaDA-8B-Instruct, best length)\n")
         parts.append("Not comparable with the rows above: different model, data scale and lengths.\n")

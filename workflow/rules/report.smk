@@ -3,11 +3,16 @@
 
 
 def accuracy_flags(methods, tasks=None):
-    """The evaluation grid of `methods` for `egspo report accuracy` (files are found from it, not listed)."""
+    """The evaluation grid of `methods` for `egspo report accuracy` (files are found from it, not listed): the
+    configured splits, and `--task-splits` for a task that has fewer (HumanEval: test only; its validation-chosen
+    column is then n/a)."""
+    tasks = tasks or TASKS
     ckpts = " ".join(f"{m}={','.join(checkpoints(m))}" for m in methods)
-    return (f"--eval-dir {W}/eval --tasks {' '.join(tasks or TASKS)} --methods {' '.join(methods)} "
+    fewer = [f"{t}={','.join(eval_splits(t))}" for t in tasks if eval_splits(t) != list(C["eval"]["splits"])]
+    return (f"--eval-dir {W}/eval --tasks {' '.join(tasks)} --methods {' '.join(methods)} "
             f"--seeds {' '.join(map(str, SEEDS))} --lengths {' '.join(map(str, C['eval']['gen_lengths']))} "
-            f"--splits {' '.join(C['eval']['splits'])} --checkpoints {ckpts}")
+            f"--splits {' '.join(C['eval']['splits'])} --checkpoints {ckpts}"
+            + (f" --task-splits {' '.join(fewer)}" if fewer else ""))
 
 
 MAIN_TABLES = results("tables/main", ["csv", "md"]) + results("tables/gains", ["csv", "md"])
@@ -48,13 +53,13 @@ rule report_main:
 
 rule report_curves:
     input:
-        [final_checkpoint(t, m, s) for t in TASKS for m in RL_COMPARE for s in SEEDS],
+        [final_checkpoint(t, m, s) for t in RL_TASKS for m in RL_COMPARE for s in SEEDS],
     output:
         png=report(f"{R}/figures/training_curves.png", caption="../report/training_curves.rst", category="Figures"),
         pdf=f"{R}/figures/training_curves.pdf",
     params:
         methods=" ".join(RL_COMPARE),
-        tasks=" ".join(TASKS),
+        tasks=" ".join(RL_TASKS),  # RL runs are per train task (kodcode, not humaneval / mbpp)
         seeds=" ".join(map(str, SEEDS)),
     log:
         f"{LOGS}/report/training_curves.log",
