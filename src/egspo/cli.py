@@ -18,7 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-model": ("egspo.models", "build the tiny preset's masked-diffusion model and tokenizer as a HF directory"),
     "sft": ("egspo.sft", "masked-diffusion supervised warm start (LLaDA's 1/t-weighted masked cross-entropy)"),
     "rl": ("egspo.trainer", "RL post-training: diffu-GRPO, EGSPO, EGSPO-SA (checkpoint / resume)"),
-    "eval": ("egspo.evaluate", "greedy generation at one length for a checkpoint, then grading: JSONL + metrics JSON"),
+    "eval": ("egspo.evaluate", ("greedy generation over a grid (models x generation lengths x splits, each model "
+                                  "loaded once), then grading: JSONL + metrics JSON per cell")),
     "merge": ("egspo.merge", "merge a LoRA adapter checkpoint into its base model and save a plain HF model dir"),
     "report": ("egspo.report", "tables (CSV + Markdown) and figures (PNG + PDF) in results/ from run outputs"),
     "trace": ("egspo.trace", "record per-step entropy, selected steps and one-step-fill rewards of trajectories "
