@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from egspo.tasks import get_task, math500
+from egspo.tasks import get_task
 
 TASK = get_task("math500")
 

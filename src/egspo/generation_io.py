@@ -1,60 +1,11 @@
-"""Text <-> token plumbing shared by `egspo rl`, `egspo eval` and `egspo trace`: reading task rows, building prompts,
-decoding completions, and writing result files atomically."""
+"""Text <-> token plumbing shared by `egspo rl`, `egspo eval` and `egspo trace`: encoding prompts, decoding
+completions, completion masks and ``--tag`` parsing."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
 import torch
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a JSONL file (blank lines skipped); a malformed line raises ValueError naming file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"data file {str(path)!r} does not exist")
-    rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    if not rows:
-        raise ValueError(f"data file {str(path)!r} has no rows")
-    return rows
-
-
-def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_jsonl_atomic(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
-    _atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    _atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def encode_prompts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
@@ -108,8 +59,5 @@ __all__ = [
     "decode_completions",
     "encode_prompts",
     "parse_tags",
-    "read_jsonl",
     "truncate_at_eos",
-    "write_json_atomic",
-    "write_jsonl_atomic",
 ]

@@ -23,18 +23,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from egspo.exact import (EnumerablePolicy, ExactProblem, all_subsets, estimator_stats, library_step_scores,
-                         match_reward, table_reward)
+from egspo.exact import (
+    EnumerablePolicy,
+    ExactProblem,
+    all_subsets,
+    estimator_stats,
+    library_step_scores,
+    match_reward,
+    table_reward,
+)
+from egspo.files import atomic_write_text
 
 COLUMNS = ("selection", "k", "lam", "baseline", "remasking", "cosine", "rel_error", "variance",
            "score", "n_trajectories", "J", "grad_norm")
@@ -129,20 +136,12 @@ def gradcheck_rows(problem: ExactProblem, ks: list[int], lams: list[float]) -> l
 
 def write_csv(rows: list[dict], path: str | os.PathLike) -> None:
     """Write ``rows`` with :data:`COLUMNS` to ``path`` atomically (temp file in the same folder + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({c: (repr(row[c]) if isinstance(row[c], float) else row[c]) for c in COLUMNS})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: (repr(row[c]) if isinstance(row[c], float) else row[c]) for c in COLUMNS})
+    atomic_write_text(path, buffer.getvalue())
 
 
 def format_table(rows: list[dict]) -> str:

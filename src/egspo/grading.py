@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
+from egspo.files import write_jsonl_atomic
 from egspo.tasks import TASK_NAMES, get_task
 
 
@@ -93,31 +91,6 @@ def summarize(graded: list[dict[str, Any]]) -> dict[str, Any]:
     if n and all("cell_accuracy" in r for r in graded):
         summary["cell_accuracy"] = sum(r["cell_accuracy"] for r in graded) / n
     return summary
-
-
-def _jsonable(value: Any) -> Any:
-    """Strict-JSON form: non-finite floats become the strings "inf" / "-inf" / "nan"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def write_jsonl_atomic(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(_jsonable(row), ensure_ascii=False, allow_nan=False, default=str) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def grade_file(task_name: str, input_path, output_path, compat: str | None = None) -> dict[str, Any]:

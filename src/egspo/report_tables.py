@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from egspo.files import atomic_write_text
 from egspo.stats import mean_ci
 
 PROTOCOLS = ("best_on_test", "val_chosen")
@@ -224,29 +223,6 @@ def paper_reference_rows(tasks: Sequence[str]) -> pd.DataFrame:
 
 
 # ---- writing -----------------------------------------------------------------------------------------------------
-def _umask_mode() -> int:
-    """0o666 minus the process umask: the mode an ordinary open() would give a new file (mkstemp gives 0o600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_csv(df: pd.DataFrame, path: str | Path) -> None:
     atomic_write_text(path, df.to_csv(index=False, float_format="%.4f", lineterminator="\n"))
 

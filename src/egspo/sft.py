@@ -25,13 +25,13 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from egspo.files import read_jsonl
 from egspo.tasks import get_task
 
 DEFAULT_EPS = 1e-3
@@ -48,24 +48,6 @@ class SFTExample:
 
 
 # ------------------------------------------------------------------------------------------------------- data
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    if not rows:
-        raise ValueError(f"{path}: no rows")
-    return rows
 
 
 def encode_example(prompt: str, target: str, tokenizer: Any, gen_length: int, *, where: str = "row") -> SFTExample:
@@ -384,4 +366,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = ["DEFAULT_EPS", "SFTExample", "TargetTooLongError", "build_examples", "collate", "encode_example",
-           "evaluate_loss", "masked_diffusion_loss", "read_jsonl", "sample_noise", "sft_loss", "train"]
+           "evaluate_loss", "masked_diffusion_loss", "sample_noise", "sft_loss", "train"]

@@ -75,7 +75,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from egspo.generation_io import read_jsonl, write_json_atomic
+    from egspo.files import read_jsonl, write_json_atomic
     from egspo.models import load_model, load_tokenizer, mask_token_id
     from egspo.sampler import SamplerConfig
     from egspo.tasks import get_task

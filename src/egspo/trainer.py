@@ -266,7 +266,8 @@ class RLTrainer:
     def __init__(self, config: RLConfig, accelerator=None) -> None:
         from accelerate import Accelerator
 
-        from egspo.generation_io import encode_prompts, read_jsonl
+        from egspo.files import read_jsonl
+        from egspo.generation_io import encode_prompts
         from egspo.models import load_tokenizer, mask_token_id
         from egspo.prompt_sampler import PromptOrder
         from egspo.sampler import SamplerConfig
