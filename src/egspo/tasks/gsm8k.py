@@ -28,7 +28,7 @@ from typing import Any
 
 from egspo.tasks.answers import SYSTEM_PROMPT, ascii_digits, chat_prompt, check_style, last_answer, unbox
 from egspo.tasks.base import Row, Task
-from egspo.tasks.sources import carve_validation, check_split, hub_rows, is_path_source, read_table
+from egspo.tasks.sources import split_rows
 
 HUB_ID = "openai/gsm8k"
 HUB_CONFIG = "main"
@@ -108,17 +108,8 @@ class GSM8KTask(Task):
     required_fields = ("answer",)
 
     def load(self, split: str, source: str = "hub", **kwargs: Any) -> list[Row]:
-        check_split(split)
-        if source == "tiny":
-            raise ValueError("gsm8k has no tiny-preset generator (the tiny preset uses sudoku and countdown)")
-        if is_path_source(source):
-            rows = read_table(source)
-        elif split == "test":
-            rows = hub_rows(HUB_ID, HUB_CONFIG, "test")
-        else:
-            train, validation = carve_validation(hub_rows(HUB_ID, HUB_CONFIG, "train"),
-                                                 kwargs.get("n_validation", HUB_VALIDATION_SIZE), kwargs.get("seed", 0))
-            rows = train if split == "train" else validation
+        rows = split_rows("gsm8k", split, source, test=(HUB_ID, HUB_CONFIG), train=(HUB_ID, HUB_CONFIG),
+                          n_validation=kwargs.get("n_validation", HUB_VALIDATION_SIZE), seed=kwargs.get("seed", 0))
         for i, row in enumerate(rows):
             for field in ("question", "answer"):
                 if field not in row:

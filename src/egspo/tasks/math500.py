@@ -24,7 +24,7 @@ from typing import Any
 
 from egspo.tasks.answers import SYSTEM_PROMPT, boxed_contents, chat_prompt, check_style, last_answer, unbox
 from egspo.tasks.base import Row, Task
-from egspo.tasks.sources import carve_validation, check_split, hub_rows, is_path_source, read_table
+from egspo.tasks.sources import split_rows
 
 TEST_HUB_ID = "HuggingFaceH4/MATH-500"
 TRAIN_HUB_ID = "ankner/math-500"
@@ -108,17 +108,8 @@ class Math500Task(Task):
     required_fields = ("answer",)
 
     def load(self, split: str, source: str = "hub", **kwargs: Any) -> list[Row]:
-        check_split(split)
-        if source == "tiny":
-            raise ValueError("math500 has no tiny-preset generator (the tiny preset uses sudoku and countdown)")
-        if is_path_source(source):
-            rows = read_table(source)
-        elif split == "test":
-            rows = hub_rows(TEST_HUB_ID, None, "test")
-        else:
-            train, validation = carve_validation(hub_rows(TRAIN_HUB_ID, None, "train"),
-                                                 kwargs.get("n_validation", HUB_VALIDATION_SIZE), kwargs.get("seed", 0))
-            rows = train if split == "train" else validation
+        rows = split_rows("math500", split, source, test=(TEST_HUB_ID, None), train=(TRAIN_HUB_ID, None),
+                          n_validation=kwargs.get("n_validation", HUB_VALIDATION_SIZE), seed=kwargs.get("seed", 0))
         out = []
         for i, row in enumerate(rows):
             if "problem" not in row:

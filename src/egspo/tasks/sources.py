@@ -121,3 +121,20 @@ def carve_validation(rows: list[Row], n_validation: int, seed: int = 0) -> tuple
 
 def is_path_source(source: str) -> bool:
     return source not in ("hub", "tiny")
+
+
+def split_rows(task: str, split: str, source: str, *, test: tuple[str, str | None], train: tuple[str, str | None],
+               n_validation: int, seed: int = 0) -> list[Row]:
+    """Rows of ``split`` for a task whose hub data has a test split and a train split (no validation split):
+    ``source`` a local file in the original schema is read as is; otherwise ``test`` (hub id, config) gives the test
+    split, and train / validation are carved from ``train`` (hub id, config) with :func:`carve_validation`."""
+    check_split(split)
+    if source == "tiny":
+        raise ValueError(f"{task} has no tiny-preset generator (the tiny preset uses sudoku and countdown)")
+    if is_path_source(source):
+        return read_table(source)
+    if split == "test":
+        return hub_rows(*test, "test")
+    train_rows, validation_rows = carve_validation(hub_rows(*train, "train"), n_validation, seed)
+    return train_rows if split == "train" else validation_rows
+
