@@ -75,10 +75,12 @@ def accuracy_bars(summary: pd.DataFrame, methods: Sequence[str], stem: str | Pat
             high = sub[f"{protocol}_ci_high"].to_numpy(dtype=float) - means
             err = np.vstack([np.nan_to_num(low), np.nan_to_num(high)])
             x = np.arange(len(tasks)) + (i - (len(methods) - 1) / 2) * width
+            # accuracy is bounded: draw the t-interval clipped to [0, 100] (the table has the raw interval)
+            err = np.minimum(err, np.vstack([means, 100.0 - means]))
             ax.bar(x, means, width, yerr=err, capsize=3, color=color, label=method_label(method))
-            for xi, m, up in zip(x, means, err[1]):
+            for xi, m in zip(x, means):
                 if np.isfinite(m):
-                    ax.text(xi, m + up + 1.0, f"{m:.1f}", ha="center", va="bottom", fontsize=7)
+                    ax.text(xi, m + 0.8, f"{m:.1f}", ha="center", va="bottom", fontsize=7)
         ax.set_xticks(np.arange(len(tasks)), tasks)
         ax.set_title(PROTOCOL_LABELS[protocol], fontsize=9)
         ax.set_ylim(0, 105)
