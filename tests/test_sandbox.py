@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from egspo import sandbox
-from egspo.sandbox import Program, SandboxResult, isolation_mode, run_many, run_program
+from egspo.sandbox import Program, SandboxResult, _needed_paths, _reachable_by, isolation_mode, run_many, run_program
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(timeout_s=3.0, memory_mb=256)
@@ -97,6 +97,12 @@ def test_bad_arguments_raise_value_error():
 
 
 def test_basic_isolation_mode_runs_programs_too():
+    if os.geteuid() == 0 and not _reachable_by(2_000_000_001, _needed_paths()):
+        # root, and no unprivileged uid can read the interpreter: basic mode must refuse, never run code as root
+        res = run_program("open('/tmp/egspo-should-not-exist', 'w')", isolation="basic", timeout_s=2.0)
+        assert res.status == "sandbox_error" and "refused" in res.detail and not res.passed
+        assert not os.path.exists("/tmp/egspo-should-not-exist")
+        return
     res = run_many([Program("print(6 * 7)"), Program("while True: pass"), Program("def f(): return 1",
                    tests=("assert f() == 1", "assert f() == 2"))], isolation="basic", timeout_s=2.0)
     assert res[0].passed and res[0].stdout_tail == "42\n"
@@ -288,7 +294,14 @@ def victim_dir():
     victim.rmdir()
 
 
+def _require_real_isolation():
+    """The corpus attacks the caller's files and processes: never run it where the sandbox cannot contain it."""
+    if os.geteuid() == 0 and isolation_mode() != "namespace":
+        pytest.fail("running as root without namespace isolation: refusing to run the adversarial corpus")
+
+
 def test_adversarial_corpus_is_contained_and_graded_as_failure(monkeypatch, victim_dir):
+    _require_real_isolation()
     secret = "egspo-secret-" + secrets.token_hex(8)
     monkeypatch.setenv("EGSPO_SANDBOX_TEST_SECRET", secret)
     listener = _Listener()
@@ -336,6 +349,7 @@ def test_adversarial_corpus_is_contained_and_graded_as_failure(monkeypatch, vict
 
 
 def test_fork_bomb_is_bounded_by_the_process_limit():
+    _require_real_isolation()
     code = ("import os, time\nn = 0\nfor _ in range(500):\n    try:\n        pid = os.fork()\n    except OSError:\n"
             "        break\n    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\n    n += 1\nprint(n)\n")
     res = run_program(code, timeout_s=10.0, max_procs=20)

@@ -121,6 +121,22 @@ def _traversable(path, uid, gid):
     return bool(st.st_mode & 0o001)
 
 
+_SCRATCH_MOUNTS = ("/tmp", "/var/tmp", "/dev/shm")  # replaced by a private tmpfs in namespace mode
+
+
+def _bind_back(libc, items):
+    """Bind each (path, O_PATH fd opened before its parent was covered) back at ``path``, read-only."""
+    for needed, fd in items:
+        os.makedirs(os.path.dirname(needed), mode=0o755, exist_ok=True)
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            os.makedirs(needed, mode=0o755, exist_ok=True)
+        else:
+            open(needed, "a").close()
+        _mount(libc, f"/proc/self/fd/{fd}", needed, None, _MS_BIND | _MS_REC)
+        _mount(libc, None, needed, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+        os.close(fd)
+
+
 def _build_fs_view(libc, cfg):
     """Namespace mode, still root in the new mount namespace: read-only everything, private tmpfs, fresh /proc,
     expose the interpreter's directories through untraversable ancestors, create the working directory."""
@@ -144,21 +160,16 @@ def _build_fs_view(libc, cfg):
                 raise
     for ancestor, items in exposures.items():
         _mount(libc, "tmpfs", ancestor, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=0755")
-        for needed, fd in items:
-            target = ancestor + needed[len(ancestor):]
-            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-            if os.path.isdir(f"/proc/self/fd/{fd}"):
-                os.makedirs(target, mode=0o755, exist_ok=True)
-            else:
-                open(target, "a").close()
-            _mount(libc, f"/proc/self/fd/{fd}", target, None, _MS_BIND | _MS_REC)
-            _mount(libc, None, target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
-            os.close(fd)
+        _bind_back(libc, items)
         _mount(libc, None, ancestor, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
     size = f"size={cfg['tmpfs_bytes']}"
-    for point in ("/tmp", "/var/tmp", "/dev/shm"):
+    for point in _SCRATCH_MOUNTS:
         if os.path.isdir(point):
+            # an interpreter installed under a scratch folder (a checkout in /tmp) must stay visible, read-only
+            keep = [(needed, os.open(needed, os.O_PATH)) for needed in cfg["needed_paths"]
+                    if needed.startswith(point + "/")]
             _mount(libc, "tmpfs", point, "tmpfs", _MS_NOSUID | _MS_NODEV, f"{size},mode=1777")
+            _bind_back(libc, keep)
     _mount(libc, "proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
     os.mkdir(_SANDBOX_HOME, 0o700)
     if uid is not None:
@@ -757,8 +768,12 @@ def _run(program: Program, limits: Limits, mode: str) -> SandboxResult:
         uid = _allocate_uid()
         gid = uid
         if mode == "basic" and not _reachable_by(uid, _needed_paths()):
-            _release_uid(uid)  # the interpreter is unreadable for other uids: stay root (documented weakness)
-            uid = gid = None
+            # The interpreter is unreadable for other uids and namespaces are unavailable: the program would run
+            # as root with nothing between it and the caller's files. Refuse instead of running it.
+            _release_uid(uid)
+            return SandboxResult(False, "sandbox_error", "", "", time.monotonic() - start,
+                                 detail="refused: running as root without namespaces, and the interpreter "
+                                        f"({sys.executable}) is not readable by an unprivileged uid")
     staging = tempfile.mkdtemp(prefix="egspo-sandbox-")
     fds: list[int] = []
     proc = None
