@@ -16,6 +16,11 @@ def rl_args(wc, resources):
             f"{model_flags('rl')}")
 
 
+def rl_settings_signature(wc):
+    return (f"{start_model(wc.task, wc.seed)} {data_path(wc.task, 'train')} {STYLE} "
+            f"{flags(method_settings(wc.method))} {model_flags('rl')}")
+
+
 rule rl:
     input:
         train=data_path("{task}", "train"),
@@ -23,6 +28,10 @@ rule rl:
     output:
         directory(f"{W}/rl/{{task}}/{{method}}/seed{{seed}}/checkpoints/step_{{last}}"),
     params:
+        # What the run computes, as a plain function of the wildcards: Snakemake cannot evaluate the `command`
+        # param (it needs resources) when it decides what to rerun, so without this a changed hyper-parameter would
+        # silently keep the old run.
+        settings=lambda wc: rl_settings_signature(wc),
         command=lambda wc, resources: launch_command("rl", resources, rl_args(wc, resources)),
     log:
         f"{LOGS}/rl/{{task}}/{{method}}/seed{{seed}}_step{{last}}.log",

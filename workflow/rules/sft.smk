@@ -28,6 +28,7 @@ rule sft:
     output:
         directory(sft_dir_of_run("{task}", "{seed}")),
     params:
+        settings=lambda wc: sft_args(wc),  # evaluable when Snakemake decides reruns (see rl.smk)
         command=lambda wc, resources: launch_command("sft", resources, sft_args(wc)),
     log:
         f"{LOGS}/sft/{{task}}/seed{{seed}}.log",
