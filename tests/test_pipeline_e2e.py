@@ -4,6 +4,7 @@ directory: every declared output exists and parses, the tables hold the grid, an
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -103,3 +104,11 @@ def test_micro_pipeline_end_to_end(tmp_path):
     again = _snakemake(tmp_path, "-n")
     assert again.returncode == 0, again.output[-3000:]
     assert "Nothing to be done" in again.output, again.output[-3000:]
+
+    # a changed RL hyper-parameter reruns every RL job (and what depends on them), never keeps the old runs
+    changed = _snakemake(tmp_path, "-n", "--config", "rl={lr: 0.123}")
+    assert changed.returncode == 0, changed.output[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", changed.stdout, flags=re.MULTILINE))
+    n_rl = len(list(tmp_path.glob("work/rl/*/*/seed*/metrics.jsonl")))
+    assert n_rl > 0 and int(counts.get("rl", 0)) == n_rl, changed.output[-3000:]
+    assert int(counts.get("sft", 0)) == 0, changed.output[-3000:]
