@@ -303,6 +303,25 @@ def test_resume_refuses_changed_settings(tiny_model, train_file, tmp_path):
         RLTrainer(make_config(tiny_model, train_file, tmp_path / "run", lam=0.1, max_steps=2))
 
 
+def test_changed_settings_restart_from_scratch_when_asked(tiny_model, train_file, tmp_path):
+    out = tmp_path / "run"
+    RLTrainer(make_config(tiny_model, train_file, out, max_steps=2, save_every=1)).train()
+    fresh = RLTrainer(make_config(tiny_model, train_file, tmp_path / "fresh", lam=0.1, max_steps=2, save_every=1))
+    fresh.train()
+    restarted = RLTrainer(make_config(tiny_model, train_file, out, lam=0.1, max_steps=2, save_every=1,
+                                      on_settings_change="restart"))
+    assert restarted.iteration == 0 and not (out / "checkpoints").exists()  # old run discarded, not resumed
+    restarted.train()
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+    for a, b in zip(restarted.policy.parameters(), fresh.policy.parameters(), strict=True):
+        assert torch.equal(a, b)  # identical to a run that started in an empty directory
+    # same settings: "restart" resumes as usual (nothing is discarded)
+    again = RLTrainer(make_config(tiny_model, train_file, out, lam=0.1, max_steps=2, save_every=1,
+                                  on_settings_change="restart"))
+    assert again.iteration == 2
+
+
 # ---- configuration and CLI ------------------------------------------------------------------------------------------
 
 

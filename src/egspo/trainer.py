@@ -48,6 +48,7 @@ import dataclasses
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,7 @@ BASELINES = ("greedy", "rollout", "none")
 KL_ESTIMATORS = ("k3", "exact")
 #: settings that may change between a run and its resumption (everything else must match the checkpoint).
 RESUMABLE_CHANGES = frozenset({"max_steps", "save_every", "micro_batch", "grad_accum", "gradient_checkpointing",
-                               "rollout_policy"})
+                               "rollout_policy", "on_settings_change"})
 
 
 @dataclass
@@ -114,6 +115,9 @@ class RLConfig:
     trust_remote_code: bool | None = None
     gradient_checkpointing: bool = False
     rollout_policy: str = "auto"  # merged | live | auto (merged with LoRA on CUDA); egspo.rollout_policy
+    # checkpoints in --out written with other settings: "error" refuses to resume; "restart" deletes them and the
+    # metrics and trains from the start (what the workflow wants when it reruns a job because its settings changed)
+    on_settings_change: str = "error"
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> RLConfig:
@@ -130,6 +134,7 @@ class RLConfig:
             "advantage_baseline": ("mean", "loo"), "logprob_reduction": ("sum", "mean"),
             "kl_estimator": KL_ESTIMATORS, "remasking": REMASKING_METHODS,
             "dtype": ("float32", "bfloat16", "float16"), "rollout_policy": ("auto", "merged", "live"),
+            "on_settings_change": ("error", "restart"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -316,6 +321,10 @@ class RLTrainer:
         np.random.seed(cfg.seed % 2**32)
         torch.manual_seed(cfg.seed)  # LoRA initialisation (identical on every process)
         latest = latest_checkpoint(self.out)
+        if latest is not None and cfg.on_settings_change == "restart" and self._settings_diff(
+                load_trainer_state(latest[1])):
+            self._discard_run()
+            latest = None
         if latest is not None:
             step, path = latest
             state = load_trainer_state(path)
@@ -357,11 +366,21 @@ class RLTrainer:
         if self._resume_state is not None:
             self._restore(self._resume_state)
 
-    def _check_resume(self, state: dict[str, Any], path: Path) -> None:
+    def _settings_diff(self, state: dict[str, Any]) -> list[str]:
+        """Settings of this run that differ from those a checkpoint was written with (resumable ones excluded)."""
         saved = state.get("config", {})
-        current = dataclasses.asdict(self.cfg)
-        diffs = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in current.items()
-                 if k not in RESUMABLE_CHANGES and saved.get(k) != v]
+        return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in dataclasses.asdict(self.cfg).items()
+                if k not in RESUMABLE_CHANGES and saved.get(k) != v]
+
+    def _discard_run(self) -> None:
+        """Delete the checkpoints and metrics of a run made with other settings (main process), then wait."""
+        if self.accelerator.is_main_process:
+            shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
+            (self.out / "metrics.jsonl").unlink(missing_ok=True)
+        self.accelerator.wait_for_everyone()
+
+    def _check_resume(self, state: dict[str, Any], path: Path) -> None:
+        diffs = self._settings_diff(state)
         if diffs:
             raise ValueError(f"cannot resume from {path}: settings differ from the checkpoint's ({'; '.join(diffs)}); "
                              f"use another --out or delete {self.out / 'checkpoints'} to start over")

@@ -1,7 +1,8 @@
 # Stage 3: RL post-training of each (train task, method, seed) from the model before RL. Evaluated tasks map to train
 # tasks through config key `train_tasks` (HumanEval and MBPP share the KodCode run in the paper preset).
 # The declared output is the LAST checkpoint only: earlier checkpoints are not outputs, so Snakemake never deletes
-# them, and a restarted or requeued job (`egspo rl` on the same directory) resumes from the newest one.
+# them, and a restarted or requeued job (`egspo rl` on the same directory) resumes from the newest one; a job rerun
+# because its settings changed starts over (`--on-settings-change restart` discards checkpoints of other settings).
 # With gpu >= 2 (or nodes >= 2) the job runs under `accelerate launch` (see launch_command in common.smk).
 
 
@@ -13,6 +14,7 @@ def rl_args(wc, resources):
     check_processes("rl", resources, settings["batch_size"])
     return (f"rl --model {start_model(wc.task, wc.seed)} --task {wc.task} --train {data_path(wc.task, 'train')} "
             f"--out {rl_dir(wc.task, wc.method, wc.seed)} --seed {wc.seed} --style {STYLE} {flags(settings)} "
+            f"--on-settings-change restart "
             f"{model_flags('rl')}")
 
 
