@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import ModernBertConfig, ModernBertForMaskedLM
+from tiny_bert import tiny_bert as shared_tiny_bert
+from transformers import ModernBertForMaskedLM
 
 from egspo.advantages import (
     greedy_baseline_rewards,
@@ -19,18 +20,7 @@ MASK = 1
 
 
 def tiny_bert(seed: int) -> ModernBertForMaskedLM:
-    cfg = ModernBertConfig(
-        vocab_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
-        max_position_embeddings=64, pad_token_id=0, mask_token_id=MASK, bos_token_id=2, eos_token_id=3,
-        cls_token_id=2, sep_token_id=3, attn_implementation="eager",
-    )
-    torch.manual_seed(seed)
-    model = ModernBertForMaskedLM(cfg).double().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.mul_(6.0)
-    return model
+    return shared_tiny_bert(seed)
 
 
 def test_group_centered_mean_hand_values():

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import ModernBertConfig, ModernBertForMaskedLM
+from tiny_bert import tiny_bert as shared_tiny_bert
+from transformers import ModernBertForMaskedLM
 
 from egspo.objective import (
     clipped_surrogate,
@@ -28,18 +29,7 @@ MASK = 1
 
 
 def tiny_bert(seed: int, scale: float = 6.0) -> ModernBertForMaskedLM:
-    cfg = ModernBertConfig(
-        vocab_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
-        max_position_embeddings=64, pad_token_id=0, mask_token_id=MASK, bos_token_id=2, eos_token_id=3,
-        cls_token_id=2, sep_token_id=3, attn_implementation="eager",
-    )
-    torch.manual_seed(seed)
-    model = ModernBertForMaskedLM(cfg).double().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.mul_(scale)
-    return model
+    return shared_tiny_bert(seed, hidden=16, layers=1, intermediate=24, scale=scale)
 
 
 @pytest.fixture(scope="module")

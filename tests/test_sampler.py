@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import ModernBertConfig, ModernBertForMaskedLM
+from tiny_bert import tiny_bert as shared_tiny_bert
+from transformers import ModernBertForMaskedLM
 
 from egspo.sampler import Rollout, SamplerConfig, continue_from, generate, step_schedule
 
@@ -16,19 +17,7 @@ VOCAB = 24
 
 
 def tiny_bert(seed: int = 0, vocab: int = VOCAB) -> ModernBertForMaskedLM:
-    """A 2-layer ModernBERT masked LM in float64 (eager attention; it applies the attention mask)."""
-    cfg = ModernBertConfig(
-        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
-        max_position_embeddings=64, pad_token_id=0, mask_token_id=MASK, bos_token_id=2, eos_token_id=3,
-        cls_token_id=2, sep_token_id=3, attn_implementation="eager",
-    )
-    torch.manual_seed(seed)
-    model = ModernBertForMaskedLM(cfg).double().eval()
-    with torch.no_grad():  # larger weights than the default init, so the distributions are far from uniform
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.mul_(6.0)
-    return model
+    return shared_tiny_bert(seed, vocab=vocab)
 
 
 class PositionLogits(torch.nn.Module):
