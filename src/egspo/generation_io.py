@@ -1,5 +1,5 @@
 """Text <-> token plumbing shared by `egspo rl`, `egspo eval` and `egspo trace`: encoding prompts, decoding
-completions, completion masks and ``--tag`` parsing."""
+completions and ``--tag`` parsing."""
 
 from __future__ import annotations
 
@@ -32,17 +32,6 @@ def decode_completions(tokenizer, completion_ids: torch.Tensor | Sequence[Sequen
     return [tokenizer.decode(truncate_at_eos(r, eos), skip_special_tokens=True) for r in rows]
 
 
-def completion_token_mask(completion: torch.Tensor, eos_token_id: int | None) -> torch.BoolTensor:
-    """``[N, L]`` True on the tokens up to and including the first EOS (all tokens when a row has none): the
-    positions d1's loss averages over."""
-    L = completion.shape[1]
-    if eos_token_id is None:
-        return torch.ones_like(completion, dtype=torch.bool)
-    is_eos = completion == eos_token_id
-    first = torch.where(is_eos.any(1), is_eos.float().argmax(1), torch.full_like(completion[:, 0], L))
-    return torch.arange(L, device=completion.device).unsqueeze(0) <= first.unsqueeze(1)
-
-
 def parse_tags(items: Sequence[str] | None) -> dict[str, str]:
     """``["key=value", ...]`` -> dict; an item without ``=`` raises ValueError."""
     tags: dict[str, str] = {}
@@ -55,7 +44,6 @@ def parse_tags(items: Sequence[str] | None) -> dict[str, str]:
 
 
 __all__ = [
-    "completion_token_mask",
     "decode_completions",
     "encode_prompts",
     "parse_tags",
