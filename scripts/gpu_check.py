@@ -216,7 +216,6 @@ def run_benchmark(shape: dict, device: torch.device, dtype: torch.dtype, seed: i
 
 def run_trainer(device: torch.device) -> dict:
     """Two iterations of the real RLTrainer (tiny LoRA model, bf16 on CUDA, rollout_policy auto)."""
-    import egspo.tasks as registry
     from egspo.models import build_tiny_model
     from egspo.trainer import RLConfig, RLTrainer
 
@@ -225,11 +224,10 @@ def run_trainer(device: torch.device) -> dict:
         model = build_tiny_model(tmp / "model", hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,
                                  max_len=128, seed=0)
         from egspo.data import build_splits
-        from egspo.generation_io import write_jsonl_atomic
+        from egspo.files import write_jsonl_atomic
 
         rows = build_splits("countdown", "tiny", 0, n_train=16, n_validation=1, n_test=1, splits=("train",))["train"]
         write_jsonl_atomic(tmp / "train.jsonl", rows)
-        del registry
         cfg = RLConfig(model=str(model), task="countdown", train=str(tmp / "train.jsonl"), out=str(tmp / "rl"),
                        style="tiny", num_generations=4, batch_size=2, max_steps=2, save_every=2, gen_length=32,
                        steps=16, block_length=8, k=4, lam=0.5, lr=1e-4, lora_r=8, lora_alpha=16.0,
@@ -250,6 +248,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default=None, choices=("bfloat16", "float32"),
                         help="default: bfloat16 on CUDA, float32 on CPU")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layers", type=int, default=None,
+                        help="override the shape's layer count (e.g. 4 of LLaDA's 32 for a short check; per-layer "
+                             "costs scale linearly, the vocabulary projection does not)")
     parser.add_argument("--no-trainer", action="store_true", help="skip the RLTrainer smoke run")
     parser.add_argument("--out", default=None, help="also write the JSON result here")
     args = parser.parse_args(argv)
@@ -269,7 +270,8 @@ def main(argv=None) -> int:
     if not args.no_trainer:
         result["trainer"] = run_trainer(device)
         print(json.dumps({"trainer": result["trainer"]}), flush=True)
-    result["benchmark"] = run_benchmark(SHAPES[args.shape], device, dtype, args.seed)
+    shape = dict(SHAPES[args.shape], **({"layers": args.layers} if args.layers else {}))
+    result["benchmark"] = run_benchmark(shape, device, dtype, args.seed)
     text = json.dumps(result, indent=2)
     print(text, flush=True)
     b = result["benchmark"]

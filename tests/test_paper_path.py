@@ -246,11 +246,14 @@ def test_paper_code_path_rl_lora_merge_eval(tmp_path):
 @pytest.mark.slow
 def test_gpu_check_script_runs_at_the_tiny_shape(tmp_path):
     """scripts/gpu_check.sh is kept runnable: the same code as the H100 check, at a toy size on this device."""
-    res = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--shape", "tiny", "--no-trainer"],
+    res = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--shape", "tiny", "--layers", "1"],
                          capture_output=True, text=True, timeout=600,
                          env={**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable})
     assert res.returncode == 0, res.stderr[-3000:]
-    bench = json.loads((tmp_path / "gpu_check.json").read_text())["benchmark"]
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert result["trainer"]["iterations"] == 2, result["trainer"]
+    bench = result["benchmark"]
+    assert bench["shape"]["layers"] == 1
     for key in ("rollout_live_s", "rollout_merged_s", "update_s", "bare_forwards_s", "bare_fwd_bwd_s"):
         assert bench[key] > 0
     assert bench["bidirectional_logit_change"] > 0

@@ -202,13 +202,22 @@ def test_requeued_rl_job_resumes_from_its_checkpoint(cluster, tmp_path):
     assert at_requeue[-1][0] < 6, f"the run finished before it could be requeued: {at_requeue}"
     first = at_requeue[0][1] / "trainer_state.pt"
     first_stat = (first.stat().st_ino, first.stat().st_mtime_ns)
-    # Slurm holds a requeued job for about two minutes before it is eligible again; make it eligible now.
+    requeued_at = time.time()
+    # Slurm holds a requeued job for about two minutes before it is eligible again; make it eligible now, but only
+    # once the node has finished the old run and a later second has begun: slurmd refuses a credential created in
+    # the same second as the job's revocation (its check is ctime <= revoked, whole seconds), and a launch refused
+    # that way fails the job with exit code 1 before the script runs (seen in CI, where the first run took < 1 s).
     cluster.wait_job_state(job, {"PENDING"}, 60)
+    deadline = time.monotonic() + 60
+    while cluster.node_state() != "idle" or time.time() < int(requeued_at) + 2:
+        assert time.monotonic() < deadline, f"node still {cluster.node_state()!r} 60 s after the requeue"
+        time.sleep(0.2)
     cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
     info = cluster.wait_job_state(job, {"COMPLETED", "FAILED", "CANCELLED"}, 300)
 
     text = log.read_text()
-    assert info["JobState"] == "COMPLETED", f"{info}\n{text}"
+    assert info["JobState"] == "COMPLETED", (f"{info}\n{text}\nslurmd log tail:\n{cluster.log('slurmd')[-3000:]}\n"
+                                             f"slurmctld log tail:\n{cluster.log('slurmctld')[-3000:]}")
     assert info["Restarts"] == "1"
     assert "DUE TO JOB REQUEUE" in text
     attempts = re.findall(r"^attempt (\d+) job (\S+) checkpoints: (.*)$", text, re.M)
