@@ -47,7 +47,8 @@ def expected_default_counts() -> Counter:
     assert n_ckpt >= 1 and all(set(tiny["methods"][m]) & {"max_steps", "save_every"} == set() for m in rl_methods)
     # one eval job per (task, method, seed): rule eval_start for the model before RL, rule eval for the RL methods
     # on the shared checkpoint schedule (each job covers its checkpoints x lengths x splits)
-    return Counter({"data": tasks, "build_model": 1, "sft": tasks * seeds, "rl": tasks * seeds * len(rl_methods),
+    sft_runs = tasks * (seeds if tiny["sft"].get("seed") is None else 1)  # per seed, or one shared per task
+    return Counter({"data": tasks, "build_model": 1, "sft": sft_runs, "rl": tasks * seeds * len(rl_methods),
                     "eval_start": tasks * seeds, "eval": tasks * seeds * len(rl_methods), "gradcheck": 1,
                     "trace": tasks, "report_main": 1, "report_curves": 1, "report_fig2": 1, "report_gradcheck": 1,
                     "all": 1})
@@ -68,6 +69,21 @@ def test_default_dag_job_counts(tmp_path):
     assert cmd.count("--model ") == len(steps) and f"--model step_{steps[-1]}=" in cmd
     assert cmd.count("--data ") == len(tiny["eval"]["splits"]) and "--tag method=egspo --tag seed=0" in cmd
     assert f"--gen-length {' '.join(map(str, tiny['eval']['gen_lengths']))} --steps" in cmd
+
+
+def test_shared_warm_start_or_one_per_seed(tmp_path):
+    """`sft.seed: N`: one SFT run per task (seed N) that every RL seed starts from; `null`: one per seed."""
+    res = snakemake(tmp_path, "-n", "-p", "--config", "tasks=[sudoku]", "seeds=[0,1]", "sft={seed: 5}")
+    assert res.returncode == 0, res.output[-3000:]
+    assert job_counts(res.output)["sft"] == 1
+    rl_models = re.findall(r"egspo rl --model (\S+) .*--seed (\d+)", res.output)
+    assert rl_models and {m for m, _ in rl_models} == {"work/sft/sudoku/seed5"} and {s for _, s in rl_models} == {"0", "1"}
+    assert re.search(r"egspo sft .*--out work/sft/sudoku/seed5 --seed 5 ", res.output)
+    res = snakemake(tmp_path, "-n", "-p", "--config", "tasks=[sudoku]", "seeds=[0,1]", "sft={seed: null}")
+    assert res.returncode == 0, res.output[-3000:]
+    assert job_counts(res.output)["sft"] == 2
+    assert sorted(set(re.findall(r"egspo rl --model (\S+) ", res.output))) == ["work/sft/sudoku/seed0",
+                                                                               "work/sft/sudoku/seed1"]
 
 
 def test_unknown_key_stops_the_run_before_any_job(tmp_path):

@@ -266,8 +266,15 @@ def sft_task(task):
     return "s1k" if C["sft"].get("data") else train_task(task)
 
 
+def sft_seed(seed):
+    """Seed of the warm start that RL seed `seed` starts from: `sft.seed` when set (one warm start per train task,
+    shared by every RL seed, as the paper's runs share one base model), else `seed` (one warm start per seed)."""
+    shared = C["sft"].get("seed")
+    return seed if shared is None else shared
+
+
 def sft_dir(task, seed):
-    return f"{W}/sft/{sft_task(task)}/seed{seed}"
+    return f"{W}/sft/{sft_task(task)}/seed{sft_seed(seed)}"
 
 
 def start_model(task, seed):
