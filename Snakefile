@@ -33,3 +33,4 @@ include: "workflow/rules/ablations.smk"
 rule all:
     input:
         DEFAULT_RESULTS,
+        DEFAULT_WORK,

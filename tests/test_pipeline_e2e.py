@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,8 +59,7 @@ def _check_parses(path: Path) -> None:
 
 
 # 21 jobs, 10 of them starting torch + transformers (~5 CPU-s each): ~70 CPU-s in all, about 40 s of wall time on 2
-# idle cores (2 min when the machine is shared), too slow for the default suite
-@pytest.mark.slow
+# idle cores; in the default suite, since it is the one test that runs every rule together
 def test_micro_pipeline_end_to_end(tmp_path):
     start = time.perf_counter()
     res = _snakemake(tmp_path)

@@ -24,6 +24,11 @@ GRADCHECK_FIG = results("figures/gradcheck", ["png", "pdf"])
 RL_COMPARE = [m for m in C["compare"] if m != START]
 # every table and figure of the default run (`rule all`)
 DEFAULT_RESULTS = MAIN_TABLES + FIG1 + CURVES + FIG2 + GRADCHECK_TABLE + GRADCHECK_FIG
+# What results/ is made from. Targets of `all` too: results/ is committed, and without these a fresh clone would see
+# up-to-date results with nothing missing and run no job; with them it reruns the work and then the report.
+DEFAULT_WORK = (eval_metrics(C["compare"]) + [final_checkpoint(t, m, s) for t in RL_TASKS for m in RL_COMPARE
+                                              for s in SEEDS]
+                + [f"{W}/trace/{t}.json" for t in TASKS] + [f"{W}/gradcheck/gradcheck.csv"])
 
 
 rule report_main:
