@@ -136,12 +136,19 @@ def test_paper_jobs_carry_sbatch_resources_and_launch_commands(paper_dag):
         assert int(res["gpu"]) == rl_res["gpu"] and PAPER["rl"]["batch_size"] % rl_res["gpu"] == 0
         assert int(res["mem_mb_per_cpu"]) * int(res["cpus_per_gpu"]) * int(res["gpu"]) == rl_res["mem_mb"]
     evals = [j for j in paper_dag if j["rule"].startswith("eval")]
-    # every generated eval rule (eval, eval_start, eval_test, eval_start_test) gets the profile's `eval` entry
-    assert {j["rule"] for j in evals} == {"eval", "eval_start", "eval_test", "eval_start_test"}
+    # one job per checkpoint (eval.checkpoints_per_job: 1): eval_part1..20 (+ _test for HumanEval) and eval_start
+    n_ckpt = PAPER["eval"]["last_checkpoints"]
+    parts = {f"eval_part{i}{s}" for i in range(1, n_ckpt + 1) for s in ("", "_test")}
+    assert {j["rule"] for j in evals} == parts | {"eval_start", "eval_start_test"}
+    rl_evals = [j for j in evals if j["rule"] != "eval_start" and j["rule"] != "eval_start_test"]
+    assert len(rl_evals) == len(PAPER["tasks"]) * len(RL_METHODS) * n_ckpt
+    for job in rl_evals:
+        assert job["shell"].count("--model ") == 1, job["shell"]
+    # every generated eval rule gets the profile's `eval` entry
     for job in evals:
         res = job["resources"]
         assert res["gpu"] == "1" and res["cpus_per_gpu"] == "8" and res["mem_mb_per_cpu"] == "8000", job["rule"]
-        assert res["runtime"] == "240" and "cpus_per_task" not in res, job["rule"]
+        assert res["runtime"] == "360" and "cpus_per_task" not in res, job["rule"]
     data = [j for j in paper_dag if j["rule"] in ("data", "data_split")]
     assert all(j["resources"]["gpu"] == "0" and j["shell"].startswith("export OMP_NUM_THREADS=") for j in data)
     # data_split has the profile's resources of data

@@ -86,6 +86,23 @@ def test_shared_warm_start_or_one_per_seed(tmp_path):
                                                                                "work/sft/sudoku/seed1"]
 
 
+def test_checkpoints_per_job_splits_the_evaluation_jobs(tmp_path):
+    """`eval.checkpoints_per_job: 2` over the tiny schedule (3 checkpoints): jobs of 2 and 1 checkpoints, together
+    every checkpoint once, each with its own log."""
+    res = snakemake(tmp_path, "-n", "-p", "--config", "tasks=[sudoku]", "seeds=[0]", "compare=[sft, egspo]",
+                    "eval={checkpoints_per_job: 2}")
+    assert res.returncode == 0, res.output[-3000:]
+    counts = job_counts(res.output)
+    assert counts["eval_part1"] == counts["eval_part2"] == 1 and "eval" not in counts
+    cmds = [line for line in res.output.splitlines() if " eval " in line and "/egspo/seed0" in line]
+    models = sorted(re.findall(r"--model (step_\d+)=", " ".join(cmds)))
+    tiny = yaml.safe_load((REPO / "config.yaml").read_text())["presets"]["tiny"]["rl"]
+    assert models == sorted(f"step_{n}" for n in range(tiny["save_every"], tiny["max_steps"] + 1, tiny["save_every"]))
+    assert sorted(len(re.findall("--model ", c)) for c in cmds) == [1, 2]
+    logs = re.findall(r"> (\S+\.log) 2>&1", " ".join(cmds))
+    assert len(set(logs)) == 2
+
+
 def test_unknown_key_stops_the_run_before_any_job(tmp_path):
     res = snakemake(tmp_path, "--config", "rl={lrr: 0.1}")
     assert res.returncode != 0

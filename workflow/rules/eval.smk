@@ -24,9 +24,21 @@ def eval_groups():
     groups = [("eval_start", [START], [START])]
     on_shared = [m for m in C["methods"] if checkpoints(m) == shared]
     if on_shared:
-        groups.append(("eval", on_shared, shared))
-    groups += [(f"eval_{m}", [m], checkpoints(m)) for m in C["methods"] if m not in on_shared]
+        groups += checkpoint_parts("eval", on_shared, shared)
+    for m in C["methods"]:
+        if m not in on_shared:
+            groups += checkpoint_parts(f"eval_{m}", [m], checkpoints(m))
     return groups
+
+
+def checkpoint_parts(name, methods, ckpts):
+    """One group per `eval.checkpoints_per_job` consecutive checkpoints (all in one when null): on a cluster an
+    evaluation job per checkpoint fits a Slurm time limit that a job over every checkpoint would not."""
+    size = C["eval"].get("checkpoints_per_job") or len(ckpts)
+    parts = [ckpts[i:i + size] for i in range(0, len(ckpts), size)]
+    if len(parts) == 1:
+        return [(name, methods, ckpts)]
+    return [(f"{name}_part{i + 1}", methods, part) for i, part in enumerate(parts)]
 
 
 def eval_outputs(method, ckpts, splits):
@@ -53,12 +65,12 @@ def eval_model_inputs(wc):
     return [final_checkpoint(wc.task, wc.method, wc.seed)]
 
 
-def eval_model_flags(wc):
-    """`--model NAME=DIR` for every evaluated checkpoint of (task, method, seed)."""
+def eval_model_flags(wc, ckpts):
+    """`--model NAME=DIR` for the checkpoints `ckpts` of (task, method, seed) that one job evaluates."""
     if wc.method == START:
         pairs = [(START, start_model(wc.task, wc.seed))]
     else:
-        pairs = [(c, f"{rl_dir(wc.task, wc.method, wc.seed)}/checkpoints/{c}") for c in checkpoints(wc.method)]
+        pairs = [(c, f"{rl_dir(wc.task, wc.method, wc.seed)}/checkpoints/{c}") for c in ckpts]
     return " ".join(f"--model {shlex.quote(f'{name}={path}')}" for name, path in pairs)
 
 
@@ -96,12 +108,14 @@ for (_rule_name, _methods, _ckpts), (_suffix, _tasks, _splits) in itertools.prod
             method="|".join(re.escape(m) for m in _methods),
             task="|".join(re.escape(t) for t in _tasks),
         params:
-            models=eval_model_flags,
+            models=lambda wc, ckpts=_ckpts: eval_model_flags(wc, ckpts),
             out_dir=lambda wc: f"{W}/eval/{wc.task}/{wc.method}/seed{wc.seed}",
             block_length=C["eval"]["block_length"],
             batch_size=C["eval"]["batch_size"],
         log:
-            f"{LOGS}/eval/{{task}}/{{method}}/seed{{seed}}.log",
+            f"{LOGS}/eval/{{task}}/{{method}}/seed{{seed}}"
+            + ("" if len(_ckpts) == len(checkpoints(_methods[0]))
+               else f"_{_ckpts[0]}" if len(_ckpts) == 1 else f"_{_ckpts[0]}-{_ckpts[-1]}") + ".log",
         threads: res("eval", "threads")
         resources:
             mem_mb=res("eval", "mem_mb"),
