@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -31,7 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
+
+from egspo.files import atomic_write_text  # noqa: E402
 
 SHAPES = {
     "llada": dict(hidden=4096, layers=32, heads=32, mlp=12288, vocab=126464, batch=6, prompt=200, gen_length=256,
@@ -280,11 +280,7 @@ def main(argv=None) -> int:
           f"{b['bare_forwards_s']:.2f} s (LoRA {b['bare_forwards_lora_s']:.2f} s) | K bare fwd+bwd "
           f"{b['bare_fwd_bwd_s']:.2f} s", flush=True)
     if args.out:
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(args.out, text + "\n")
     return 0
 
 

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from egspo.files import atomic_write_text
+
 STATE_FILE = "trainer_state.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -111,9 +113,7 @@ def truncate_metrics(path: str | os.PathLike, last_step: int) -> int:
             continue
         if int(row.get("step", -1)) <= last_step:
             kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
     return len(kept)
 
 

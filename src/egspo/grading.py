@@ -13,13 +13,12 @@ is their training reward, ``correct`` their evaluation parser's verdict.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from typing import Any
 
-from egspo.files import write_jsonl_atomic
+from egspo.files import iter_jsonl_objects, write_jsonl_atomic
 from egspo.tasks import TASK_NAMES, get_task
 
 
@@ -40,24 +39,15 @@ def _required_fields(task_name: str, compat: str | None) -> tuple[str, ...]:
 def read_rows(path: str | os.PathLike, fields: tuple[str, ...]) -> list[dict[str, Any]]:
     """Rows of a JSONL file, each checked for ``completion`` (a string) and ``fields``."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GradeInputError(f"{path}: line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(row, dict):
-                raise GradeInputError(f"{path}: line {lineno}: expected a JSON object, got {type(row).__name__}")
-            for field in ("completion", *fields):
-                if field not in row:
-                    raise GradeInputError(f"{path}: line {lineno}: missing field {field!r}")
-            if not isinstance(row["completion"], str):
-                raise GradeInputError(
-                    f"{path}: line {lineno}: field 'completion' must be a string, got {type(row['completion']).__name__}"
-                )
-            rows.append(row)
+    for lineno, row in iter_jsonl_objects(path, GradeInputError):
+        for field in ("completion", *fields):
+            if field not in row:
+                raise GradeInputError(f"{path}: line {lineno}: missing field {field!r}")
+        if not isinstance(row["completion"], str):
+            raise GradeInputError(
+                f"{path}: line {lineno}: field 'completion' must be a string, got {type(row['completion']).__name__}"
+            )
+        rows.append(row)
     return rows
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from egspo import report_tables as tables
+from egspo.files import iter_jsonl_objects
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -77,17 +78,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def read_rl_metrics(path: str | Path) -> pd.DataFrame:
     """An RL run's metrics.jsonl as a frame sorted by step; a step logged twice (a resumed run) keeps its last row."""
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not JSON ({e})") from e
-            if "step" not in row:
-                raise ValueError(f"{path}:{lineno}: row has no 'step'")
-            rows.append(row)
+    for lineno, row in iter_jsonl_objects(path):
+        if "step" not in row:
+            raise ValueError(f"{path}: line {lineno}: row has no 'step'")
+        rows.append(row)
     if not rows:
         raise ValueError(f"{path}: no metrics rows")
     df = pd.DataFrame(rows)

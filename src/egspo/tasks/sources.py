@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from egspo.files import iter_jsonl_objects
+
 Row = dict[str, Any]
 SPLITS = ("train", "validation", "test")
 
@@ -74,16 +76,9 @@ def read_table(path: str | os.PathLike) -> list[Row]:
             return [dict(r) for r in csv.DictReader(f)]
     if suffix in (".jsonl", ".json"):
         text = path.read_text(encoding="utf-8")
-        if text.lstrip().startswith("["):
-            rows = json.loads(text)
-        else:
-            rows = []
-            for lineno, line in enumerate(text.splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+        if not text.lstrip().startswith("["):
+            return [row for _, row in iter_jsonl_objects(path)]
+        rows = json.loads(text)
         if not all(isinstance(r, dict) for r in rows):
             raise ValueError(f"{path}: every row must be a JSON object")
         return rows
