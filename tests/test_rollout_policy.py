@@ -141,35 +141,16 @@ def test_resolution_and_refusals(tiny_dir):
 # ---- the trainer ------------------------------------------------------------------------------------------------
 
 
-class _Toy(task_registry.Task):
-    name = "toy_rollout"
-
-    def load(self, split, source="tiny", **kwargs):
-        raise NotImplementedError
-
-    def prompt(self, row, style="tiny", tokenizer=None):
-        return row["prompt"]
-
-    def reward(self, completion, row):
-        return (len(completion) + completion.count("a")) / 10.0
-
-    def grade(self, completion, row):
-        return {"correct": False, "reward": self.reward(completion, row)}
-
-
-TOY = _Toy()
-
-
 @pytest.fixture
 def toy_setup(monkeypatch, tmp_path):
-    monkeypatch.setitem(task_registry._REGISTRY, "toy_rollout", f"{__name__}:TOY")
+    monkeypatch.setitem(task_registry._REGISTRY, "toy", "toy_task:TOY")
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps({"prompt": f"q{i}:"}) + "\n" for i in range(6)))
     return train
 
 
 def rl_config(tiny_dir, train, out, **kw):
-    settings = dict(model=str(tiny_dir), task="toy_rollout", train=str(train), out=str(out), seed=5, style="tiny",
+    settings = dict(model=str(tiny_dir), task="toy", train=str(train), out=str(out), seed=5, style="tiny",
                     num_generations=4, batch_size=2, max_steps=1, save_every=1, gen_length=8, steps=4,
                     block_length=4, k=2, lam=0.5, lr=1e-2, temperature=1.0, lora_r=4, lora_alpha=8.0,
                     lora_dropout=0.0)

@@ -18,30 +18,11 @@ from safetensors.torch import load_file
 
 import egspo.tasks as task_registry
 from egspo.prompt_sampler import PromptOrder
-from egspo.tasks.base import Task
 from egspo.trainer import RLConfig, RLTrainer, configure
+from toy_task import TOY, ToyTask
 
 
-# ---- a toy task over the tiny character alphabet -------------------------------------------------------------------
-
-
-class ToyTask(Task):
-    """Prompt ``row["prompt"]``; reward = (completion length + number of 'a's) / 10, so rewards vary across a group
-    even for an untrained model."""
-
-    name = "toy"
-
-    def load(self, split, source="tiny", **kwargs):
-        raise NotImplementedError
-
-    def prompt(self, row, style="tiny", tokenizer=None):
-        return row["prompt"]
-
-    def reward(self, completion, row):
-        return (len(completion) + completion.count("a")) / 10.0
-
-    def grade(self, completion, row):
-        return {"correct": completion == row["target"], "reward": self.reward(completion, row)}
+# ---- toy tasks over the tiny character alphabet ---------------------------------------------------------------------
 
 
 class PromptOnlyTask(ToyTask):
@@ -53,13 +34,12 @@ class PromptOnlyTask(ToyTask):
         return float(row["value"])
 
 
-TOY = ToyTask()
 PROMPT_ONLY = PromptOnlyTask()
 
 
 @pytest.fixture(autouse=True)
 def _register_tasks(monkeypatch):
-    monkeypatch.setitem(task_registry._REGISTRY, "toy", f"{__name__}:TOY")
+    monkeypatch.setitem(task_registry._REGISTRY, "toy", "toy_task:TOY")
     monkeypatch.setitem(task_registry._REGISTRY, "prompt_only", f"{__name__}:PROMPT_ONLY")
 
 
@@ -385,7 +365,7 @@ LAUNCHED = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {tests!r})
     import egspo.tasks as registry
-    registry._REGISTRY["toy"] = "test_trainer:TOY"
+    registry._REGISTRY["toy"] = "toy_task:TOY"
     from egspo.trainer import RLConfig, RLTrainer
     cfg = RLConfig(**{cfg!r})
     trainer = RLTrainer(cfg)
