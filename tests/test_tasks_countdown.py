@@ -93,6 +93,34 @@ def test_countdown_scoring(answer, reward, correct):
     assert TASK.reward(completion, ROW) == reward
 
 
+@pytest.mark.parametrize(
+    "answer, uses_numbers",
+    [
+        ("30+93-100", True),
+        ("30+93+100", True),  # the right numbers, the wrong value
+        ("100/(93-93+0)", False),
+        ("30/(100-93-7)", False),  # 7 is not a given number
+        ("93/(100-100)+30", False),  # division by zero, 100 twice
+        ("100*(30-30)/93", False),
+        ("30*93/(100-100)", False),
+        ("(30-30)/93", False),  # a number left out
+        ("93-30", False),
+        ("30+93-100=23", False),  # not well-formed: no numbers are counted
+    ],
+)
+def test_countdown_uses_numbers_is_the_number_check_of_correct(answer, uses_numbers):
+    result = TASK.grade(f"<answer>{answer}</answer>", ROW)
+    assert result["uses_numbers"] is uses_numbers
+    assert result["correct"] == (uses_numbers and result["value"] == "23")
+
+
+def test_countdown_division_by_zero_with_the_given_numbers_uses_them_and_has_no_value():
+    row = {"numbers": [3, 3, 5], "target": 1}
+    result = TASK.grade("<answer>5/(3-3)</answer>", row)
+    assert result == {"correct": False, "reward": 0.1, "well_formed": True, "uses_numbers": True,
+                      "answer": "5/(3-3)", "value": None}
+
+
 def test_countdown_exact_arithmetic_and_answer_location():
     assert TASK.grade("<answer>43/90*90</answer>", {"numbers": [90, 43, 90], "target": 43})["correct"]
     assert TASK.grade("<answer>4/15*15</answer>", {"numbers": [4, 15, 15], "target": 4})["correct"]

@@ -225,21 +225,21 @@ def parse_answer(completion: str) -> str | None:
 
 
 def score(completion: str, numbers, target) -> dict[str, Any]:
-    """``{"correct", "well_formed", "answer", "value"}`` for one completion (see the module docstring)."""
+    """``{"correct", "well_formed", "uses_numbers", "answer", "value"}`` for one completion (see the module
+    docstring); ``uses_numbers``: the answer is well-formed and its integer literals are exactly the multiset
+    ``numbers`` (whatever its value), so ``correct`` = ``uses_numbers`` and value == target."""
     expr = parse_answer(completion)
-    result = {"correct": False, "well_formed": False, "answer": expr, "value": None}
+    result = {"correct": False, "well_formed": False, "uses_numbers": False, "answer": expr, "value": None}
     if expr is None:
         return result
     try:
         value = evaluate_exact(expr)
     except ArithZeroDivision:
-        result["well_formed"] = True
-        return result
+        value = None
     except ArithError:
         return result
-    result["well_formed"] = True
-    result["value"] = str(value)
     uses_numbers = Counter(integer_literals(expr)) == Counter(int(n) for n in numbers)
+    result.update(well_formed=True, uses_numbers=uses_numbers, value=None if value is None else str(value))
     result["correct"] = bool(uses_numbers and value == Fraction(target))
     return result
 
@@ -298,7 +298,7 @@ class CountdownTask(Task):
         result = score(completion, row["numbers"], row["target"])
         reward = 1.0 if result["correct"] else 0.1 if result["well_formed"] else 0.0
         return {"correct": result["correct"], "reward": reward, "well_formed": result["well_formed"],
-                "answer": result["answer"], "value": result["value"]}
+                "uses_numbers": result["uses_numbers"], "answer": result["answer"], "value": result["value"]}
 
 
 def normalize(row: Row, where: str) -> Row:
