@@ -244,6 +244,11 @@ def score(completion: str, numbers, target) -> dict[str, Any]:
     return result
 
 
+def reward_of(result: dict[str, Any]) -> float:
+    """The training reward of a :func:`score` result: 1.0 correct, 0.1 well-formed, 0 otherwise."""
+    return 1.0 if result["correct"] else 0.1 if result["well_formed"] else 0.0
+
+
 class CountdownTask(Task):
     name = "countdown"
     required_fields = ("numbers", "target")
@@ -291,13 +296,11 @@ class CountdownTask(Task):
 
     # ---- scoring
     def reward(self, completion: str, row: Row) -> float:
-        result = score(completion, row["numbers"], row["target"])
-        return 1.0 if result["correct"] else 0.1 if result["well_formed"] else 0.0
+        return reward_of(score(completion, row["numbers"], row["target"]))
 
     def grade(self, completion: str, row: Row) -> dict[str, Any]:
         result = score(completion, row["numbers"], row["target"])
-        reward = 1.0 if result["correct"] else 0.1 if result["well_formed"] else 0.0
-        return {"correct": result["correct"], "reward": reward, "well_formed": result["well_formed"],
+        return {"correct": result["correct"], "reward": reward_of(result), "well_formed": result["well_formed"],
                 "uses_numbers": result["uses_numbers"], "answer": result["answer"], "value": result["value"]}
 
 
