@@ -48,3 +48,21 @@ def test_errors_name_the_parameter(tmp_path, capsys, argv, message):
     assert main(["data", *argv, "--out-dir", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_read_table_takes_a_json_list_or_json_lines(tmp_path):
+    from egspo.tasks.sources import read_table
+
+    listed = tmp_path / "listed.json"
+    listed.write_text('\n  [{"a": 1}, {"a": 2}]\n', encoding="utf-8")
+    lines = tmp_path / "lines.jsonl"
+    lines.write_text('\n{"a": 1}\n\n{"a": 2}\n', encoding="utf-8")
+    assert read_table(listed) == read_table(lines) == [{"a": 1}, {"a": 2}]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"a": 1}\n{"a": \n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.jsonl: line 2: invalid JSON"):
+        read_table(bad)
+    scalars = tmp_path / "scalars.json"
+    scalars.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(ValueError, match="every row must be a JSON object"):
+        read_table(scalars)

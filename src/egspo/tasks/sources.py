@@ -75,10 +75,11 @@ def read_table(path: str | os.PathLike) -> list[Row]:
         with open(path, newline="", encoding="utf-8") as f:
             return [dict(r) for r in csv.DictReader(f)]
     if suffix in (".jsonl", ".json"):
-        text = path.read_text(encoding="utf-8")
-        if not text.lstrip().startswith("["):
+        with open(path, encoding="utf-8") as f:
+            first = next((c for c in iter(lambda: f.read(1), "") if not c.isspace()), "")
+        if first != "[":
             return [row for _, row in iter_jsonl_objects(path)]
-        rows = json.loads(text)
+        rows = json.loads(path.read_text(encoding="utf-8"))
         if not all(isinstance(r, dict) for r in rows):
             raise ValueError(f"{path}: every row must be a JSON object")
         return rows
