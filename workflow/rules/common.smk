@@ -291,14 +291,19 @@ def rl_dir(task, method, seed):
     return f"{W}/rl/{train_task(task)}/{method}/seed{seed}"
 
 
-def checkpoint_steps(method):
-    """Optimizer steps at which `egspo rl` saves: every save_every and at max_steps; the last N if configured."""
-    s = method_settings(method)
-    steps = list(range(s["save_every"], s["max_steps"] + 1, s["save_every"]))
-    if not steps or steps[-1] != s["max_steps"]:
-        steps.append(s["max_steps"])
+def saved_steps(settings):
+    """Optimizer steps at which `egspo rl` with RL settings `settings` saves: every save_every and at max_steps;
+    the last N if `eval.last_checkpoints` is set."""
+    steps = list(range(settings["save_every"], settings["max_steps"] + 1, settings["save_every"]))
+    if not steps or steps[-1] != settings["max_steps"]:
+        steps.append(settings["max_steps"])
     last = C["eval"]["last_checkpoints"]
     return steps[-last:] if last else steps
+
+
+def checkpoint_steps(method):
+    """Saved steps of `method` (its settings merged over `rl`)."""
+    return saved_steps(method_settings(method))
 
 
 def final_checkpoint(task, method, seed):

@@ -15,12 +15,7 @@ def eval_groups():
     """[(rule name, methods, checkpoint names)] covering START and every key of 'methods'."""
     shared = None
     if "max_steps" in C["rl"] and "save_every" in C["rl"]:
-        every, last = C["rl"]["save_every"], C["rl"]["max_steps"]
-        steps = list(range(every, last + 1, every))
-        if not steps or steps[-1] != last:
-            steps.append(last)
-        keep = C["eval"]["last_checkpoints"]
-        shared = [f"step_{n}" for n in (steps[-keep:] if keep else steps)]
+        shared = [f"step_{n}" for n in saved_steps(C["rl"])]
     groups = [("eval_start", [START], [START])]
     on_shared = [m for m in C["methods"] if checkpoints(m) == shared]
     if on_shared:

@@ -24,11 +24,12 @@ GRADCHECK_FIG = results("figures/gradcheck", ["png", "pdf"])
 RL_COMPARE = [m for m in C["compare"] if m != START]
 # every table and figure of the default run (`rule all`)
 DEFAULT_RESULTS = MAIN_TABLES + FIG1 + CURVES + FIG2 + GRADCHECK_TABLE + GRADCHECK_FIG
+# the final checkpoint of every compared RL run (what the training curves read)
+RL_FINALS = [final_checkpoint(t, m, s) for t in RL_TASKS for m in RL_COMPARE for s in SEEDS]
 # What results/ is made from. Targets of `all` too: results/ is committed, and without these a fresh clone would see
 # up-to-date results with nothing missing and run no job; with them it reruns the work and then the report.
-DEFAULT_WORK = (eval_metrics(C["compare"]) + [final_checkpoint(t, m, s) for t in RL_TASKS for m in RL_COMPARE
-                                              for s in SEEDS]
-                + [f"{W}/trace/{t}.json" for t in TASKS] + [f"{W}/gradcheck/gradcheck.csv"])
+DEFAULT_WORK = (eval_metrics(C["compare"]) + RL_FINALS + [f"{W}/trace/{t}.json" for t in TASKS]
+                + [f"{W}/gradcheck/gradcheck.csv"])
 
 
 rule report_main:
@@ -58,7 +59,7 @@ rule report_main:
 
 rule report_curves:
     input:
-        [final_checkpoint(t, m, s) for t in RL_TASKS for m in RL_COMPARE for s in SEEDS],
+        RL_FINALS,
     output:
         png=report(f"{R}/figures/training_curves.png", caption="../report/training_curves.rst", category="Figures"),
         pdf=f"{R}/figures/training_curves.pdf",
