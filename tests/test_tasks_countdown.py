@@ -43,14 +43,15 @@ def test_solver_matches_independent_enumeration_and_fast_path():
     assert countdown.solve([92, 1, 1], 46) == "92/(1+1)"
 
 
-def test_tiny_generator_solvable_and_disjoint_by_multiset_and_target():
+def test_tiny_generator_solvable_and_disjoint_by_multiset_with_shared_targets():
     data = countdown.generate_tiny(seed=5, n_train=400, n_validation=50, n_test=80, max_number=15, max_target=60)
     assert {s: len(r) for s, r in data.items()} == {"train": 400, "validation": 50, "test": 80}
     multisets = {s: {tuple(sorted(r["numbers"])) for r in rows} for s, rows in data.items()}
     targets = {s: {r["target"] for r in rows} for s, rows in data.items()}
     for a, b in itertools.combinations(data, 2):
         assert not multisets[a] & multisets[b], (a, b)
-        assert not targets[a] & targets[b], (a, b)
+    # targets are not held out: most test targets also occur in train (as in the paper's data)
+    assert len(targets["test"] & targets["train"]) >= 0.9 * len(targets["test"])
     for rows in data.values():
         for r in rows:
             assert len(r["numbers"]) == 3 and all(1 <= n <= 15 for n in r["numbers"]) and 1 <= r["target"] <= 60

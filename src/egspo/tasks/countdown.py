@@ -22,8 +22,10 @@ and *correct* when its integer literals are exactly the multiset ``numbers`` and
 well-formed, 0 otherwise. Evaluation is the bounded AST walk of :mod:`egspo.tasks.arith`; nothing is ``eval``-ed.
 
 Tiny data: all multisets of three numbers in [1, max_number] with all positive integer targets <= max_target that a
-brute-force solver reaches (+ - * / with parentheses, each number exactly once). Multisets and targets are each
-partitioned among the splits, so no number multiset and no target value is shared by two splits.
+brute-force solver reaches (+ - * / with parentheses, each number exactly once). The number multisets are partitioned
+among the splits, so no test instance (nor any reordering of its numbers) is seen in training; targets are shared, as
+in the paper's data, where the values 1..100 recur between train and test. (Holding targets out as well asks for a
+harder transfer than the benchmark does: measured in the README, RL then does not transfer at the tiny scale.)
 """
 
 from __future__ import annotations
@@ -166,11 +168,11 @@ def generate_tiny(
     max_number: int = 25,
     max_target: int = 100,
 ) -> dict[str, list[Row]]:
-    """Tiny-preset instances (see the module docstring). Multisets and targets are shuffled with ``seed`` and shared
-    among the splits with weights proportional to sqrt(split size) (an instance needs both its multiset and its
-    target in the split, so the share of instances goes as the square); ``n_split`` instances are then drawn from
-    each split's eligible pairs. Rows: ``numbers`` (in a random order among those that admit a left-to-right
-    solution, see :func:`ordered_solution`; every solvable 3-number instance has one), ``target``."""
+    """Tiny-preset instances (see the module docstring). Multisets are shuffled with ``seed`` and shared among the
+    splits with weights proportional to sqrt(split size), so the small splits keep a wide choice of multisets;
+    ``n_split`` instances are then drawn from each split's solvable (multiset, target <= max_target) pairs. Rows:
+    ``numbers`` (in a random order among those that admit a left-to-right solution, see :func:`ordered_solution`;
+    every solvable 3-number instance has one), ``target``."""
     sizes = {"train": n_train, "validation": n_validation, "test": n_test}
     for name, n in sizes.items():
         if n < 0:
@@ -181,13 +183,12 @@ def generate_tiny(
     multisets = list(itertools.combinations_with_replacement(range(1, max_number + 1), 3))
     weights = {s: math.sqrt(n) for s, n in sizes.items()}
     multiset_split = _partition(multisets, weights, rng)
-    target_split = _partition(list(range(1, max_target + 1)), weights, rng)
     out: dict[str, list[Row]] = {}
     for split, n in sizes.items():
         eligible = [
             (ms, t)
             for ms in sorted(multiset_split[split])
-            for t in sorted(target_split[split])
+            for t in range(1, max_target + 1)
             if t in reachable(ms)
         ]
         if len(eligible) < n:
