@@ -140,6 +140,18 @@ def test_validation_ties_pick_the_later_checkpoint(tmp_path):
     assert row["val_ckpt"] == "step_2" and row["val_chosen"] == 30.0 and row["best_on_test"] == 90.0
 
 
+def test_task_qualified_checkpoint_list_overrides_the_method_list_for_that_task(tmp_path):
+    eval_dir = _write_grid(tmp_path)  # countdown: egspo_sa has step_1 and step_2
+    only_step_2 = {**CHECKPOINTS, "countdown:egspo_sa": ["step_2"], "sudoku:egspo_sa": ["step_9"]}
+    grid = tables.load_eval_grid(eval_dir, tasks=["countdown"], methods=["sft", "egspo_sa"], seeds=SEEDS,
+                                 checkpoints=only_step_2, lengths=[8, 16], splits=["validation", "test"])
+    assert set(grid.loc[grid["method"] == "egspo_sa", "ckpt"]) == {"step_2"}
+    assert set(grid.loc[grid["method"] == "sft", "ckpt"]) == {"sft"}
+    with pytest.raises(ValueError, match="no checkpoint list for method 'egspo' of task 'countdown'"):
+        tables.load_eval_grid(eval_dir, tasks=["countdown"], methods=["egspo"], seeds=SEEDS, checkpoints=CHECKPOINTS,
+                              lengths=[8], splits=["test"])
+
+
 def test_sudoku_uses_cell_accuracy_and_errors_name_the_problem(tmp_path):
     eval_dir = _write_grid(tmp_path, task="sudoku", extra={"cell_accuracy": 0.7})
     grid = _grid(eval_dir, task="sudoku")

@@ -40,18 +40,23 @@ def job_counts(output: str) -> Counter:
 def expected_default_counts() -> Counter:
     """Job counts of the default config, computed from config.yaml."""
     tiny = yaml.safe_load((REPO / "config.yaml").read_text())["presets"]["tiny"]
-    tasks, seeds = len(tiny["tasks"]), len(tiny["seeds"])
+    tasks, seeds = tiny["tasks"], len(tiny["seeds"])
     rl_methods = [m for m in tiny["compare"] if m != "sft"]
-    rl = tiny["rl"]
-    n_ckpt = len(range(rl["save_every"], rl["max_steps"] + 1, rl["save_every"]))
-    assert n_ckpt >= 1 and all(set(tiny["methods"][m]) & {"max_steps", "save_every"} == set() for m in rl_methods)
-    # one eval job per (task, method, seed): rule eval_start for the model before RL, rule eval for the RL methods
-    # on the shared checkpoint schedule (each job covers its checkpoints x lengths x splits)
-    sft_runs = tasks * (seeds if tiny["sft"].get("seed") is None else 1)  # per seed, or one shared per task
-    return Counter({"data": tasks, "build_model": 1, "sft": sft_runs, "rl": tasks * seeds * len(rl_methods),
-                    "eval_start": tasks * seeds, "eval": tasks * seeds * len(rl_methods), "gradcheck": 1,
-                    "trace": tasks, "report_main": 1, "report_curves": 1, "report_fig2": 1, "report_gradcheck": 1,
-                    "all": 1})
+    assert all(set(tiny["methods"][m]) & {"max_steps", "save_every"} == set() for m in rl_methods)
+    per_task = tiny.get("task_settings", {})
+    counts = Counter({"data": len(tasks), "build_model": 1, "rl": len(tasks) * seeds * len(rl_methods),
+                      "gradcheck": 1, "trace": len(tasks), "report_main": 1, "report_curves": 1, "report_fig2": 1,
+                      "report_gradcheck": 1, "all": 1})
+    for task in tasks:
+        sft_seed = {**tiny["sft"], **per_task.get(task, {}).get("sft", {})}.get("seed")
+        counts["sft"] += seeds if sft_seed is None else 1  # per seed, or one shared per task
+        # one eval job per (task, method, seed): rule eval_start for the model before RL, rule eval for the RL
+        # methods on the shared checkpoint schedule (each job covers its checkpoints x lengths x splits); a task
+        # with its own RL schedule gets its own pair of rules
+        suffix = f"_{task}" if "rl" in per_task.get(task, {}) else ""
+        counts[f"eval_start{suffix}"] += seeds
+        counts[f"eval{suffix}"] += seeds * len(rl_methods)
+    return counts
 
 
 def test_default_dag_job_counts(tmp_path):
@@ -90,14 +95,13 @@ def test_checkpoints_per_job_splits_the_evaluation_jobs(tmp_path):
     """`eval.checkpoints_per_job: 2` over the tiny schedule (3 checkpoints): jobs of 2 and 1 checkpoints, together
     every checkpoint once, each with its own log."""
     res = snakemake(tmp_path, "-n", "-p", "--config", "tasks=[sudoku]", "seeds=[0]", "compare=[sft, egspo]",
-                    "eval={checkpoints_per_job: 2}")
+                    "eval={checkpoints_per_job: 2}", "rl={max_steps: 60, save_every: 20}")
     assert res.returncode == 0, res.output[-3000:]
     counts = job_counts(res.output)
     assert counts["eval_part1"] == counts["eval_part2"] == 1 and "eval" not in counts
     cmds = [line for line in res.output.splitlines() if " eval " in line and "/egspo/seed0" in line]
     models = sorted(re.findall(r"--model (step_\d+)=", " ".join(cmds)))
-    tiny = yaml.safe_load((REPO / "config.yaml").read_text())["presets"]["tiny"]["rl"]
-    assert models == sorted(f"step_{n}" for n in range(tiny["save_every"], tiny["max_steps"] + 1, tiny["save_every"]))
+    assert models == ["step_20", "step_40", "step_60"]
     assert sorted(len(re.findall("--model ", c)) for c in cmds) == [1, 2]
     logs = re.findall(r"> (\S+\.log) 2>&1", " ".join(cmds))
     assert len(set(logs)) == 2
@@ -127,7 +131,39 @@ def test_bad_value_names_the_key(tmp_path):
 def test_cross_field_rule_names_the_key(tmp_path):
     res = snakemake(tmp_path, "-n", "--config", "methods={egspo_sa_all: {k: 4}}")
     assert res.returncode != 0
-    assert "config key 'methods.egspo_sa_all.k' = 4: selection 'all' needs k = steps = 16" in res.output
+    assert ("config key 'methods.egspo_sa_all' (merged over 'rl' and 'task_settings.sudoku.rl'): k = 4: selection "
+            "'all' needs k = steps = 16") in res.output
+
+
+def test_task_settings_change_one_task_for_every_method(tmp_path):
+    """`task_settings.countdown`: its SFT and RL runs take the overrides (every method alike, a method's own entry
+    still wins), its evaluation and report use its own checkpoints, Sudoku keeps the shared blocks."""
+    res = snakemake(tmp_path, "-n", "-p", "--config", "seeds=[0]", "sft={seed: 2, max_steps: 800}",
+                    "rl={max_steps: 60, save_every: 30}", "compare=[sft, egspo, egspo_sa]",
+                    "methods={egspo: {max_steps: 60, save_every: 60}}",
+                    "task_settings={countdown: {sft: {max_steps: 2000, seed: 0}, rl: {max_steps: 90, save_every: 45}}}")
+    assert res.returncode == 0, res.output[-3000:]
+    out = res.output
+    assert re.search(r"egspo sft .*--task countdown .*--out work/sft/countdown/seed0 --seed 0 .*--max-steps 2000 ", out)
+    assert re.search(r"egspo sft .*--task sudoku .*--out work/sft/sudoku/seed2 --seed 2 .*--max-steps 800 ", out)
+    rl = {(t, m): line for line in out.splitlines()
+          for t, m in re.findall(r"egspo rl .*--out work/rl/(\w+)/(\w+)/seed0 ", line)}
+    assert "--model work/sft/countdown/seed0 " in rl["countdown", "egspo_sa"]
+    assert "--max-steps 90 --save-every 45 " in rl["countdown", "egspo_sa"]
+    assert "--max-steps 60 --save-every 60 " in rl["countdown", "egspo"]  # the method's own entry wins
+    assert "--max-steps 60 --save-every 30 " in rl["sudoku", "egspo_sa"]
+    report = next(line for line in out.splitlines() if "egspo report accuracy" in line)
+    for entry in ("sudoku:egspo_sa=step_30,step_60", "countdown:egspo_sa=step_45,step_90", "countdown:egspo=step_60",
+                  "sudoku:egspo=step_60", "countdown:sft=sft"):
+        assert entry in report.split(), entry
+    counts = job_counts(out)
+    assert counts["eval_countdown"] == counts["eval"] == counts["eval_egspo"] == counts["eval_egspo_countdown"] == 1
+    bad = snakemake(tmp_path, "-n", "--config", "task_settings={countdown: {sft: {data: x.jsonl}}}")
+    assert bad.returncode != 0 and "['task_settings']['countdown']['sft']" in bad.output
+    bad = snakemake(tmp_path, "-n", "--config", "task_settings={tetris: {rl: {lr: 0.1}}}")
+    assert bad.returncode != 0 and "'tetris' is not one of" in bad.output
+    bad = snakemake(tmp_path, "-n", "--config", "sft={data: s1k.jsonl}", "task_settings={countdown: {sft: {lr: 0.1}}}")
+    assert bad.returncode != 0 and "config key 'task_settings.countdown.sft'" in bad.output
 
 
 def test_override_variant_runs_in_its_own_directories(tmp_path):

@@ -45,8 +45,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     acc.add_argument("--task-splits", nargs="*", type=_key_value, default=[], metavar="TASK=SPLIT,SPLIT",
                      help="evaluated splits of a task that has fewer (e.g. humaneval=test: its validation-chosen "
                           "column is n/a)")
-    acc.add_argument("--checkpoints", nargs="+", type=_key_value, required=True, metavar="METHOD=CKPT,CKPT",
-                     help="evaluated checkpoints per method, e.g. sft=sft egspo=step_40,step_80")
+    acc.add_argument("--checkpoints", nargs="+", type=_key_value, required=True, metavar="[TASK:]METHOD=CKPT,CKPT",
+                     help="evaluated checkpoints per method, e.g. sft=sft egspo=step_40,step_80; a TASK:METHOD "
+                          "entry overrides a method's list for one task (countdown:egspo=step_120,step_240)")
     acc.add_argument("--metric", nargs="*", type=_key_value, default=[], metavar="TASK=FIELD",
                      help=f"metrics-JSON field per task (default {tables.DEFAULT_METRIC}, else accuracy)")
     acc.add_argument("--reference", help="method the paired differences are taken against (e.g. sft)")

@@ -81,8 +81,9 @@ def load_eval_grid(eval_dir: str | Path, *, tasks: Sequence[str], methods: Seque
                    task_splits: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
     """Every metrics file of the grid as one row: task, method, seed, ckpt, step, gen_length, split, value (%).
 
-    ``task_splits[task]`` replaces ``splits`` for a task that has fewer (HumanEval: test only); such a task then has
-    no ``val_chosen`` score (see ``_choose``). ``value`` is 100 x the task's metric field (``metric[task]``, else
+    ``checkpoints`` maps a method to its evaluated checkpoints; a ``"TASK:METHOD"`` key overrides that for one task
+    (a task whose RL runs save on their own schedule). ``task_splits[task]`` replaces ``splits`` for a task that has
+    fewer (HumanEval: test only); such a task then has no ``val_chosen`` score (see ``_choose``). ``value`` is 100 x the task's metric field (``metric[task]``, else
     ``DEFAULT_METRIC``, else ``accuracy``). A missing file or field is an error naming it."""
     metric = {**DEFAULT_METRIC, **(metric or {})}
     task_splits = dict(task_splits or {})
@@ -97,10 +98,12 @@ def load_eval_grid(eval_dir: str | Path, *, tasks: Sequence[str], methods: Seque
             raise ValueError(f"task {task!r}: splits {splits_of_task} have no 'test' (both protocols report test "
                              f"accuracy)")
         for method in methods:
-            if method not in checkpoints:
-                raise ValueError(f"no checkpoint list for method {method!r} (checkpoints has {sorted(checkpoints)})")
+            ckpts = checkpoints.get(f"{task}:{method}", checkpoints.get(method))
+            if ckpts is None:
+                raise ValueError(f"no checkpoint list for method {method!r} of task {task!r} (checkpoints has "
+                                 f"{sorted(checkpoints)})")
             for seed in seeds:
-                for ckpt in checkpoints[method]:
+                for ckpt in ckpts:
                     step = checkpoint_step(ckpt)
                     for length in lengths:
                         for split in splits_of_task:

@@ -2,6 +2,7 @@
 # No algorithm code here: every rule calls one `egspo` subcommand with flags built from the config.
 
 import copy
+import itertools
 import os
 import sys
 import shlex
@@ -65,11 +66,18 @@ RL_TASKS = list(dict.fromkeys(train_task(t) for t in TASKS))
 START = "sft" if C["sft"]["enabled"] else "base"
 
 
-def method_settings(method):
-    """RL hyper-parameters of `method`: the shared `rl` block with the method's entry merged over it."""
+def task_settings(task, section):
+    """config key 'task_settings.<train task>.<section>' (`sft` or `rl`): what one task's runs change, for every
+    method alike (e.g. a longer warm start and more RL iterations on Countdown); {} when unset."""
+    return C.get("task_settings", {}).get(train_task(task), {}).get(section, {})
+
+
+def method_settings(method, task):
+    """RL hyper-parameters of `method` on `task`: the shared `rl` block, the task's `task_settings.<task>.rl` over
+    it, and the method's entry over both."""
     if method not in C["methods"]:
         raise WorkflowError(f"method {method!r} is not in config key 'methods' (have: {', '.join(C['methods'])})")
-    return deep_merge(C["rl"], C["methods"][method])
+    return deep_merge(deep_merge(C["rl"], task_settings(task, "rl")), C["methods"][method])
 
 
 def eval_steps(length):
@@ -93,20 +101,23 @@ def check_schedule(where, gen_length, steps, block_length):
 
 def check_config():
     """Cross-field rules the JSON schema cannot express; each error names the key."""
-    for method, entry in C["methods"].items():
+    for (method, entry), task in itertools.product(C["methods"].items(), RL_TASKS):
         if "algorithm" not in entry:
             raise WorkflowError(f"config key 'methods.{method}': missing 'algorithm' (egspo or diffu_grpo)")
-        s = method_settings(method)
-        check_schedule(f"config key 'methods.{method}' (merged over 'rl')", s["gen_length"], s["steps"],
-                       s["block_length"])
+        s = method_settings(method, task)
+        where = f"config key 'methods.{method}' (merged over 'rl' and 'task_settings.{task}.rl')"
+        check_schedule(where, s["gen_length"], s["steps"], s["block_length"])
         if s["k"] > s["steps"]:
-            raise WorkflowError(f"config key 'methods.{method}.k' = {s['k']} exceeds its steps T = {s['steps']}")
+            raise WorkflowError(f"{where}: k = {s['k']} exceeds its steps T = {s['steps']}")
         if s["selection"] == "all" and s["k"] != s["steps"]:
-            raise WorkflowError(f"config key 'methods.{method}.k' = {s['k']}: selection 'all' needs k = steps "
-                                f"= {s['steps']}")
+            raise WorkflowError(f"{where}: k = {s['k']}: selection 'all' needs k = steps = {s['steps']}")
         if s["save_every"] > s["max_steps"]:
-            raise WorkflowError(f"config key 'methods.{method}.save_every' = {s['save_every']} exceeds max_steps "
-                                f"= {s['max_steps']}")
+            raise WorkflowError(f"{where}: save_every = {s['save_every']} exceeds max_steps = {s['max_steps']}")
+    if C["sft"].get("data"):
+        per_task = [t for t, entry in C.get("task_settings", {}).items() if "sft" in entry]
+        if per_task:
+            raise WorkflowError(f"config key 'task_settings.{per_task[0]}.sft': with 'sft.data' set every task "
+                                f"shares one warm start, so SFT settings cannot differ per task")
     for length in C["eval"]["gen_lengths"]:
         check_schedule(f"config key 'eval.gen_lengths' entry {length}", length, eval_steps(length),
                        C["eval"]["block_length"])
@@ -266,15 +277,22 @@ def sft_task(task):
     return "s1k" if C["sft"].get("data") else train_task(task)
 
 
-def sft_seed(seed):
-    """Seed of the warm start that RL seed `seed` starts from: `sft.seed` when set (one warm start per train task,
-    shared by every RL seed, as the paper's runs share one base model), else `seed` (one warm start per seed)."""
-    shared = C["sft"].get("seed")
+def sft_settings(run):
+    """SFT settings of SFT run `run` (a train task, or `s1k`): `sft` with `task_settings.<run>.sft` merged over it."""
+    return deep_merge(C["sft"], task_settings(run, "sft"))
+
+
+def sft_seed(run, seed):
+    """Seed of the warm start of SFT run `run` that RL seed `seed` starts from: its `seed` setting when set (one warm
+    start per train task, shared by every RL seed, as the paper's runs share one base model), else `seed` (one warm
+    start per seed)."""
+    shared = sft_settings(run).get("seed")
     return seed if shared is None else shared
 
 
 def sft_dir(task, seed):
-    return f"{W}/sft/{sft_task(task)}/seed{sft_seed(seed)}"
+    run = sft_task(task)
+    return f"{W}/sft/{run}/seed{sft_seed(run, seed)}"
 
 
 def start_model(task, seed):
@@ -301,22 +319,17 @@ def saved_steps(settings):
     return steps[-last:] if last else steps
 
 
-def checkpoint_steps(method):
-    """Saved steps of `method` (its settings merged over `rl`)."""
-    return saved_steps(method_settings(method))
-
-
 def final_checkpoint(task, method, seed):
     """The rl rule's declared output: the last checkpoint (earlier ones are not outputs, so a restarted job keeps
     them and resumes)."""
-    return f"{rl_dir(task, method, seed)}/checkpoints/step_{method_settings(method)['max_steps']}"
+    return f"{rl_dir(task, method, seed)}/checkpoints/step_{method_settings(method, task)['max_steps']}"
 
 
-def checkpoints(method):
-    """Checkpoint names evaluated for a method: the start model has one, an RL run one per saved step."""
+def checkpoints(method, task):
+    """Checkpoint names evaluated for a method on a task: the start model has one, an RL run one per saved step."""
     if method == START:
         return [START]
-    return [f"step_{n}" for n in checkpoint_steps(method)]
+    return [f"step_{n}" for n in saved_steps(method_settings(method, task))]
 
 
 def eval_stem(task, method, seed, ckpt, length, split):
@@ -329,7 +342,7 @@ def eval_metrics(methods, tasks=None, seeds=None, splits=None):
     for task in tasks or TASKS:
         for method in methods:
             for seed in seeds or SEEDS:
-                for ckpt in checkpoints(method):
+                for ckpt in checkpoints(method, task):
                     for length in C["eval"]["gen_lengths"]:
                         for split in splits or eval_splits(task):
                             out.append(eval_stem(task, method, seed, ckpt, length, split) + ".metrics.json")

@@ -2,27 +2,29 @@
 # splits (one `egspo eval` process: each model loaded once); the model before RL is method `sft` (or `base` without
 # SFT) with its single checkpoint. Also the trajectories behind Figure 2 and the exact gradient check.
 #
-# A rule's outputs are a fixed list, and the checkpoint list depends on the method, so methods are grouped by it:
-# rule `eval_start` for the model before RL, rule `eval` for every RL method saving on the shared `rl` schedule
-# (all of them unless a method overrides max_steps / save_every), rule `eval_{method}` for each other one. Every
-# output file is declared, so the report rules' inputs (eval_metrics) stay exact.
+# A rule's outputs are a fixed list, and the checkpoint list depends on the method and the task, so they are grouped
+# by it: rule `eval_start` for the model before RL, rule `eval` for every RL method saving on the shared `rl`
+# schedule (all of them unless a method overrides max_steps / save_every), rule `eval_{method}` for each other one;
+# tasks with their own RL schedule (`task_settings`) get rules of their own (`eval_countdown`, ...). Every output
+# file is declared, so the report rules' inputs (eval_metrics) stay exact.
 
-import itertools
 import re
 
 
-def eval_groups():
-    """[(rule name, methods, checkpoint names)] covering START and every key of 'methods'."""
+def method_groups(task):
+    """[(rule name, methods, checkpoint names)] on `task`, covering START and every key of 'methods': the methods
+    saving on the task's shared schedule (`rl`, with `task_settings.<task>.rl` over it) share rule `eval`."""
+    base = deep_merge(C["rl"], task_settings(task, "rl"))
     shared = None
-    if "max_steps" in C["rl"] and "save_every" in C["rl"]:
-        shared = [f"step_{n}" for n in saved_steps(C["rl"])]
+    if "max_steps" in base and "save_every" in base:
+        shared = [f"step_{n}" for n in saved_steps(base)]
     groups = [("eval_start", [START], [START])]
-    on_shared = [m for m in C["methods"] if checkpoints(m) == shared]
+    on_shared = [m for m in C["methods"] if checkpoints(m, task) == shared]
     if on_shared:
         groups += checkpoint_parts("eval", on_shared, shared)
     for m in C["methods"]:
         if m not in on_shared:
-            groups += checkpoint_parts(f"eval_{m}", [m], checkpoints(m))
+            groups += checkpoint_parts(f"eval_{m}", [m], checkpoints(m, task))
     return groups
 
 
@@ -43,14 +45,23 @@ def eval_outputs(method, ckpts, splits):
             for ext in (".jsonl", ".metrics.json")]
 
 
-def eval_split_groups():
-    """[(rule-name suffix, tasks, splits)]: tasks grouped by the evaluation splits they have (HumanEval: test only);
-    the group with every configured split gets no suffix."""
+def eval_rule_specs():
+    """[(rule name, methods, tasks, checkpoint names, splits)]: tasks grouped by the evaluation splits they have
+    (HumanEval: test only) and by their RL save schedules, methods by their checkpoints within a group. A group with
+    fewer splits than configured gets a `_<splits>` suffix, a group of tasks with their own `task_settings.<task>.rl`
+    a `_<tasks>` suffix; the group with every split and the shared schedule gets none."""
     groups = {}
     for task in TASKS:
-        groups.setdefault(tuple(eval_splits(task)), []).append(task)
-    return [("" if list(splits) == list(C["eval"]["splits"]) else "_" + "_".join(splits), tasks, list(splits))
-            for splits, tasks in groups.items()]
+        schedule = tuple(tuple(checkpoints(m, task)) for m in C["methods"])
+        groups.setdefault((tuple(eval_splits(task)), schedule), []).append(task)
+    specs = []
+    for (splits, _), tasks in groups.items():
+        suffix = "" if list(splits) == list(C["eval"]["splits"]) else "_" + "_".join(splits)
+        if all(task_settings(t, "rl") for t in tasks):
+            suffix += "_" + "_".join(tasks)
+        specs += [(name + suffix, methods, tasks, ckpts, list(splits))
+                  for name, methods, ckpts in method_groups(tasks[0])]
+    return specs
 
 
 def eval_model_inputs(wc):
@@ -72,7 +83,8 @@ def eval_model_flags(wc, ckpts):
 EVAL_LENGTHS = " ".join(str(n) for n in C["eval"]["gen_lengths"])
 EVAL_STEPS = " ".join(str(eval_steps(n)) for n in C["eval"]["gen_lengths"])
 
-EVAL_RULES = [name + suffix for (name, _, _), (suffix, _, _) in itertools.product(eval_groups(), eval_split_groups())]
+EVAL_RULE_SPECS = eval_rule_specs()
+EVAL_RULES = [name for name, *_ in EVAL_RULE_SPECS]
 
 
 def inherit_eval_set_resources(names):
@@ -88,12 +100,11 @@ def inherit_eval_set_resources(names):
 
 inherit_eval_set_resources(EVAL_RULES)
 
-for (_rule_name, _methods, _ckpts), (_suffix, _tasks, _splits) in itertools.product(eval_groups(),
-                                                                                    eval_split_groups()):
+for _rule_name, _methods, _tasks, _ckpts, _splits in EVAL_RULE_SPECS:
 
     rule:
         name:
-            _rule_name + _suffix
+            _rule_name
         input:
             **{split: (lambda wc, split=split: data_path(wc.task, split)) for split in _splits},
             model=eval_model_inputs,
@@ -109,7 +120,7 @@ for (_rule_name, _methods, _ckpts), (_suffix, _tasks, _splits) in itertools.prod
             batch_size=C["eval"]["batch_size"],
         log:
             f"{LOGS}/eval/{{task}}/{{method}}/seed{{seed}}"
-            + ("" if len(_ckpts) == len(checkpoints(_methods[0]))
+            + ("" if len(_ckpts) == len(checkpoints(_methods[0], _tasks[0]))
                else f"_{_ckpts[0]}" if len(_ckpts) == 1 else f"_{_ckpts[0]}-{_ckpts[-1]}") + ".log",
         threads: res("eval", "threads")
         resources:
@@ -124,8 +135,8 @@ for (_rule_name, _methods, _ckpts), (_suffix, _tasks, _splits) in itertools.prod
             "> {log} 2>&1"
 
 
-def trace_settings():
-    return method_settings(C["trace"]["method"])
+def trace_settings(task):
+    return method_settings(C["trace"]["method"], task)
 
 
 rule trace:
@@ -135,10 +146,9 @@ rule trace:
     output:
         f"{W}/trace/{{task}}.json",
     params:
-        flags=lambda wc: flags({"n": C["trace"]["n"], "k": trace_settings()["k"],
-                                "gen_length": trace_settings()["gen_length"], "steps": trace_settings()["steps"],
-                                "block_length": trace_settings()["block_length"],
-                                "temperature": trace_settings()["temperature"], "seed": C["trace"]["seed"]}),
+        flags=lambda wc: flags({"n": C["trace"]["n"], "seed": C["trace"]["seed"],
+                                **{k: trace_settings(wc.task)[k]
+                                   for k in ("k", "gen_length", "steps", "block_length", "temperature")}}),
     log:
         f"{LOGS}/trace/{{task}}.log",
     threads: res("trace", "threads")

@@ -7,7 +7,7 @@ def accuracy_flags(methods, tasks=None):
     configured splits, and `--task-splits` for a task that has fewer (HumanEval: test only; its validation-chosen
     column is then n/a)."""
     tasks = tasks or TASKS
-    ckpts = " ".join(f"{m}={','.join(checkpoints(m))}" for m in methods)
+    ckpts = " ".join(f"{t}:{m}={','.join(checkpoints(m, t))}" for t in tasks for m in methods)
     fewer = [f"{t}={','.join(eval_splits(t))}" for t in tasks if eval_splits(t) != list(C["eval"]["splits"])]
     return (f"--eval-dir {W}/eval --tasks {' '.join(tasks)} --methods {' '.join(methods)} "
             f"--seeds {' '.join(map(str, SEEDS))} --lengths {' '.join(map(str, C['eval']['gen_lengths']))} "

@@ -7,7 +7,7 @@
 
 
 def rl_args(wc, resources):
-    settings = method_settings(wc.method)
+    settings = method_settings(wc.method, wc.task)
     if int(wc.last) != settings["max_steps"]:
         raise WorkflowError(f"rl output step_{wc.last} of method {wc.method!r} is not its final "
                             f"checkpoint step_{settings['max_steps']} (max_steps)")
@@ -20,7 +20,7 @@ def rl_args(wc, resources):
 
 def rl_settings_signature(wc):
     return (f"{start_model(wc.task, wc.seed)} {data_path(wc.task, 'train')} {STYLE} "
-            f"{flags(method_settings(wc.method))} {model_flags('rl')}")
+            f"{flags(method_settings(wc.method, wc.task))} {model_flags('rl')}")
 
 
 rule rl:

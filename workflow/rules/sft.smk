@@ -4,7 +4,7 @@
 
 def sft_args(wc):
     """Arguments of `egspo sft` for run {wc.task} (a train task, or `s1k`)."""
-    options = {k: v for k, v in C["sft"].items() if k not in ("enabled", "data", "seed")}
+    options = {k: v for k, v in sft_settings(wc.task).items() if k not in ("enabled", "data", "seed")}
     if wc.task == "s1k":
         data = f"--format s1k --train {shlex.quote(C['sft']['data'])}"
     else:
