@@ -152,6 +152,27 @@ def test_task_qualified_checkpoint_list_overrides_the_method_list_for_that_task(
                               lengths=[8], splits=["test"])
 
 
+def test_shared_start_model_is_read_once_and_paired_with_every_seed(tmp_path):
+    eval_dir = _write_grid(tmp_path)
+    for length in (8, 16):  # the one warm start, evaluated once under its own seed 9 with other values
+        for split, acc in (("validation", 0.05), ("test", 0.07)):
+            path = tables.eval_metrics_path(eval_dir, "countdown", "sft", 9, "sft", length, split)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"accuracy": acc, "n": 10}))
+    grid = tables.load_eval_grid(eval_dir, tasks=["countdown"], methods=["sft", "egspo_sa"], seeds=SEEDS,
+                                 checkpoints=CHECKPOINTS, lengths=[8, 16], splits=["validation", "test"],
+                                 shared_seeds={"countdown:sft": 9})
+    sft = grid[grid["method"] == "sft"]
+    assert sorted(set(sft["seed"])) == sorted(SEEDS)
+    assert sft.loc[sft["split"] == "test", "value"].tolist() == pytest.approx([7.0] * 2 * len(SEEDS))
+    gains = tables.paired_gains(tables.protocol_scores(grid), "sft", ["sft", "egspo_sa"])
+    row = gains[(gains["gen_length"] == "8") & (gains["protocol"] == "best_on_test")].iloc[0]
+    assert row["n_seeds"] == len(SEEDS) and row["diff_mean"] == pytest.approx(61.0 - 7.0)  # 60/61/62 minus 7 each
+    with pytest.raises(FileNotFoundError, match="seed4"):
+        tables.load_eval_grid(eval_dir, tasks=["countdown"], methods=["sft"], seeds=SEEDS, checkpoints=CHECKPOINTS,
+                              lengths=[8], splits=["test"], shared_seeds={"sft": 4})
+
+
 def test_sudoku_uses_cell_accuracy_and_errors_name_the_problem(tmp_path):
     eval_dir = _write_grid(tmp_path, task="sudoku", extra={"cell_accuracy": 0.7})
     grid = _grid(eval_dir, task="sudoku")

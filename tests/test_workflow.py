@@ -50,11 +50,11 @@ def expected_default_counts() -> Counter:
     for task in tasks:
         sft_seed = {**tiny["sft"], **per_task.get(task, {}).get("sft", {})}.get("seed")
         counts["sft"] += seeds if sft_seed is None else 1  # per seed, or one shared per task
-        # one eval job per (task, method, seed): rule eval_start for the model before RL, rule eval for the RL
-        # methods on the shared checkpoint schedule (each job covers its checkpoints x lengths x splits); a task
-        # with its own RL schedule gets its own pair of rules
+        # one eval job per (task, method, seed): rule eval_start for the model before RL (once when shared by every
+        # seed), rule eval for the RL methods on the shared checkpoint schedule (each job covers its checkpoints x
+        # lengths x splits); a task with its own RL schedule gets its own pair of rules
         suffix = f"_{task}" if "rl" in per_task.get(task, {}) else ""
-        counts[f"eval_start{suffix}"] += seeds
+        counts[f"eval_start{suffix}"] += seeds if sft_seed is None else 1
         counts[f"eval{suffix}"] += seeds * len(rl_methods)
     return counts
 
@@ -84,11 +84,16 @@ def test_shared_warm_start_or_one_per_seed(tmp_path):
     rl_models = re.findall(r"egspo rl --model (\S+) .*--seed (\d+)", res.output)
     assert rl_models and {m for m, _ in rl_models} == {"work/sft/sudoku/seed5"} and {s for _, s in rl_models} == {"0", "1"}
     assert re.search(r"egspo sft .*--out work/sft/sudoku/seed5 --seed 5 ", res.output)
+    # the shared warm start is evaluated once, under its seed, and the report pairs it with every RL seed
+    assert job_counts(res.output)["eval_start"] == 1
+    assert "--model sft=work/sft/sudoku/seed5 " in res.output and "--tag seed=5 " in res.output
+    assert re.search(r"egspo report accuracy .*--shared-seed sudoku:sft=5\b", res.output)
     res = snakemake(tmp_path, "-n", "-p", "--config", "tasks=[sudoku]", "seeds=[0,1]", "sft={seed: null}")
     assert res.returncode == 0, res.output[-3000:]
     assert job_counts(res.output)["sft"] == 2
     assert sorted(set(re.findall(r"egspo rl --model (\S+) ", res.output))) == ["work/sft/sudoku/seed0",
                                                                                "work/sft/sudoku/seed1"]
+    assert job_counts(res.output)["eval_start"] == 2 and "--shared-seed" not in res.output
 
 
 def test_checkpoints_per_job_splits_the_evaluation_jobs(tmp_path):

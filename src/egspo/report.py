@@ -48,6 +48,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     acc.add_argument("--checkpoints", nargs="+", type=_key_value, required=True, metavar="[TASK:]METHOD=CKPT,CKPT",
                      help="evaluated checkpoints per method, e.g. sft=sft egspo=step_40,step_80; a TASK:METHOD "
                           "entry overrides a method's list for one task (countdown:egspo=step_120,step_240)")
+    acc.add_argument("--shared-seed", nargs="*", type=_key_value, default=[], metavar="[TASK:]METHOD=SEED",
+                     help="a method whose model every seed shares (one warm start), evaluated once under SEED; its "
+                          "score stands in every seed's row (e.g. sudoku:sft=2)")
     acc.add_argument("--metric", nargs="*", type=_key_value, default=[], metavar="TASK=FIELD",
                      help=f"metrics-JSON field per task (default {tables.DEFAULT_METRIC}, else accuracy)")
     acc.add_argument("--reference", help="method the paired differences are taken against (e.g. sft)")
@@ -94,6 +97,11 @@ def run_accuracy(args: argparse.Namespace) -> int:
 
     checkpoints = {m: [c for c in ckpts.split(",") if c] for m, ckpts in args.checkpoints}
     metric = dict(args.metric)
+    shared_seeds = {}
+    for key, seed in args.shared_seed:
+        if not seed.isdigit():
+            raise ValueError(f"--shared-seed {key}={seed}: the seed must be a non-negative integer")
+        shared_seeds[key] = int(seed)
     task_splits = {}
     for task, names in args.task_splits:
         splits = [s for s in names.split(",") if s]
@@ -103,7 +111,7 @@ def run_accuracy(args: argparse.Namespace) -> int:
         task_splits[task] = splits
     grid = tables.load_eval_grid(args.eval_dir, tasks=args.tasks, methods=args.methods, seeds=args.seeds,
                                  checkpoints=checkpoints, lengths=args.lengths, splits=args.splits, metric=metric,
-                                 task_splits=task_splits)
+                                 task_splits=task_splits, shared_seeds=shared_seeds)
     scores = tables.protocol_scores(grid)
     summary = tables.summarize(scores, args.methods)
     reference = tables.paper_reference_rows(args.tasks) if args.paper_reference else None

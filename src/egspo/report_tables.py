@@ -78,11 +78,15 @@ def eval_metrics_path(eval_dir: str | Path, task: str, method: str, seed: int, c
 def load_eval_grid(eval_dir: str | Path, *, tasks: Sequence[str], methods: Sequence[str], seeds: Sequence[int],
                    checkpoints: Mapping[str, Sequence[str]], lengths: Sequence[int], splits: Sequence[str],
                    metric: Mapping[str, str] | None = None,
-                   task_splits: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+                   task_splits: Mapping[str, Sequence[str]] | None = None,
+                   shared_seeds: Mapping[str, int] | None = None) -> pd.DataFrame:
     """Every metrics file of the grid as one row: task, method, seed, ckpt, step, gen_length, split, value (%).
 
     ``checkpoints`` maps a method to its evaluated checkpoints; a ``"TASK:METHOD"`` key overrides that for one task
-    (a task whose RL runs save on their own schedule). ``task_splits[task]`` replaces ``splits`` for a task that has
+    (a task whose RL runs save on their own schedule). ``shared_seeds["TASK:METHOD"]`` (or ``[METHOD]``) names a
+    method whose model every seed shares (the one warm start all RL seeds start from), evaluated once under that
+    seed: its files are read from there and its score stands in every seed's row, so paired differences pair each
+    RL seed with the same start model. ``task_splits[task]`` replaces ``splits`` for a task that has
     fewer (HumanEval: test only); such a task then has no ``val_chosen`` score (see ``_choose``). ``value`` is 100 x the task's metric field (``metric[task]``, else
     ``DEFAULT_METRIC``, else ``accuracy``). A missing file or field is an error naming it."""
     metric = {**DEFAULT_METRIC, **(metric or {})}
@@ -102,12 +106,14 @@ def load_eval_grid(eval_dir: str | Path, *, tasks: Sequence[str], methods: Seque
             if ckpts is None:
                 raise ValueError(f"no checkpoint list for method {method!r} of task {task!r} (checkpoints has "
                                  f"{sorted(checkpoints)})")
+            shared = (shared_seeds or {}).get(f"{task}:{method}", (shared_seeds or {}).get(method))
             for seed in seeds:
                 for ckpt in ckpts:
                     step = checkpoint_step(ckpt)
                     for length in lengths:
                         for split in splits_of_task:
-                            path = eval_metrics_path(eval_dir, task, method, seed, ckpt, length, split)
+                            path = eval_metrics_path(eval_dir, task, method, seed if shared is None else shared,
+                                                     ckpt, length, split)
                             if not path.is_file():
                                 raise FileNotFoundError(f"evaluation metrics file missing: {path}")
                             with open(path, encoding="utf-8") as fh:

@@ -295,6 +295,15 @@ def sft_dir(task, seed):
     return f"{W}/sft/{run}/seed{sft_seed(run, seed)}"
 
 
+def start_eval_seed(task):
+    """The seed label under which the model before RL of `task` is evaluated ONCE when every RL seed shares it: the
+    shared warm start's SFT seed, or the first seed for the base model (no SFT); None with one warm start per seed.
+    The report pairs that one evaluation with every RL seed (`egspo report accuracy --shared-seed`)."""
+    if not C["sft"]["enabled"]:
+        return SEEDS[0]
+    return sft_settings(sft_task(task)).get("seed")
+
+
 def start_model(task, seed):
     """The model before RL for (task, seed): the SFT output, or the base model when SFT is off."""
     return sft_dir(task, seed) if C["sft"]["enabled"] else base_model()
@@ -341,7 +350,8 @@ def eval_metrics(methods, tasks=None, seeds=None, splits=None):
     out = []
     for task in tasks or TASKS:
         for method in methods:
-            for seed in seeds or SEEDS:
+            shared = start_eval_seed(task) if method == START else None
+            for seed in [shared] if shared is not None else seeds or SEEDS:
                 for ckpt in checkpoints(method, task):
                     for length in C["eval"]["gen_lengths"]:
                         for split in splits or eval_splits(task):

@@ -9,10 +9,12 @@ def accuracy_flags(methods, tasks=None):
     tasks = tasks or TASKS
     ckpts = " ".join(f"{t}:{m}={','.join(checkpoints(m, t))}" for t in tasks for m in methods)
     fewer = [f"{t}={','.join(eval_splits(t))}" for t in tasks if eval_splits(t) != list(C["eval"]["splits"])]
+    shared = [f"{t}:{START}={start_eval_seed(t)}" for t in tasks if START in methods and start_eval_seed(t) is not None]
     return (f"--eval-dir {W}/eval --tasks {' '.join(tasks)} --methods {' '.join(methods)} "
             f"--seeds {' '.join(map(str, SEEDS))} --lengths {' '.join(map(str, C['eval']['gen_lengths']))} "
             f"--splits {' '.join(C['eval']['splits'])} --checkpoints {ckpts}"
-            + (f" --task-splits {' '.join(fewer)}" if fewer else ""))
+            + (f" --task-splits {' '.join(fewer)}" if fewer else "")
+            + (f" --shared-seed {' '.join(shared)}" if shared else ""))
 
 
 MAIN_TABLES = results("tables/main", ["csv", "md"]) + results("tables/gains", ["csv", "md"])
