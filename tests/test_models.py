@@ -197,6 +197,24 @@ def test_lora_targets_every_projection_and_starts_at_the_base(tiny_dir):
         load_model(tiny_dir, lora={"rank": 4})
 
 
+@pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8, "dropout": 0.0}])
+def test_activation_checkpointing_keeps_the_gradients(tiny_dir, lora):
+    grads = []
+    for checkpointed in (False, True):
+        model = load_model(tiny_dir, lora=lora).train()
+        if lora:
+            _randomize_lora(model)
+        if checkpointed:
+            model.enable_activation_checkpointing()
+        layers_on = [getattr(m, "gradient_checkpointing", False) for m in model.modules()]
+        assert any(layers_on) == checkpointed
+        model(_ids(2, 9)).logits.square().mean().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and all(g.abs().max() > 0 for g in grads[0].values())
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, msg=name)
+
+
 def test_adapter_dir_round_trip_and_reference_policy(tiny_dir, tmp_path):
     base = load_model(tiny_dir).eval()
     policy = load_model(tiny_dir, lora={"r": 4, "alpha": 8, "dropout": 0.0}).eval()

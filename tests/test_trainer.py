@@ -223,10 +223,12 @@ def test_grad_accum_does_not_change_the_gradients(tiny_model, train_file, tmp_pa
     # at once, in 4 accumulated pieces, and with gradient checkpointing. (micro_batch would also chunk the rollout, which changes the random
     # stream; here it is left unset.)
     recorded: list[list[torch.Tensor]] = []
+    checkpointed: list[bool] = []
     original = RLTrainer._optimizer_step
 
     def record(self):
         recorded.append([p.grad.detach().clone() for p in self.params])
+        checkpointed.append(any(getattr(m, "gradient_checkpointing", False) for m in self.policy.modules()))
         return original(self)
 
     monkeypatch.setattr(RLTrainer, "_optimizer_step", record)
@@ -237,6 +239,7 @@ def test_grad_accum_does_not_change_the_gradients(tiny_model, train_file, tmp_pa
         RLTrainer(cfg).train()
         runs.append(list(recorded))
     assert [len(r) for r in runs] == [2, 2, 2]  # K = mu = 2 optimizer steps
+    assert checkpointed == [False] * 4 + [True] * 2
     for plain, *others in zip(*runs):
         assert any(float(g.abs().max()) > 1e-6 for g in plain)
         for other in others:

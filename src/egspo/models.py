@@ -146,7 +146,7 @@ class DiffusionLM(nn.Module):
     ``MaskedLMOutput(logits=[N, S, V])`` with ``logits[:, i]`` the prediction for position i.
 
     ``attention_mask`` ([N, S], True/1 on real tokens) is optional; an all-ones mask is dropped (no padding).
-    Unknown attributes (``config``, ``disable_adapter``, ``gradient_checkpointing_enable``...) are looked up on the
+    Unknown attributes (``config``, ``disable_adapter``, ``enable_input_require_grads``...) are looked up on the
     wrapped model, so it can be used where the HF model would be.
     """
 
@@ -195,6 +195,16 @@ class DiffusionLM(nn.Module):
         if self.family.shift_logits:
             logits = shift_logits_to_positions(logits)
         return MaskedLMOutput(logits=logits)
+
+    def enable_activation_checkpointing(self) -> None:
+        """Non-reentrant activation (gradient) checkpointing on the wrapped model: recompute each layer's
+        activations in the backward pass instead of keeping them. transformers 5 renamed ``gradient_checkpointing_enable``
+        (kept for older versions) to ``activation_checkpointing_enable``."""
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.model, "activation_checkpointing_enable"):
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     def save_pretrained(self, out_dir: str | os.PathLike, **kwargs: Any) -> None:
         """The wrapped model's ``save_pretrained``: a model dir, or an adapter dir for a peft model."""

@@ -344,7 +344,7 @@ class RLTrainer:
         else:
             self.reference = None  # no KL term: no reference needed
         if cfg.gradient_checkpointing:
-            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            policy.enable_activation_checkpointing()
             if cfg.lora_r and hasattr(policy, "enable_input_require_grads"):
                 policy.enable_input_require_grads()
         params = [p for p in policy.parameters() if p.requires_grad]
