@@ -208,6 +208,8 @@ def test_activation_checkpointing_keeps_the_gradients(tiny_dir, lora):
             model.enable_activation_checkpointing()
         layers_on = [getattr(m, "gradient_checkpointing", False) for m in model.modules()]
         assert any(layers_on) == checkpointed
+        if lora:  # the frozen embeddings' output must require grad for the adapters' gradients to flow back
+            assert model.get_input_embeddings()(_ids(1, 3)).requires_grad == checkpointed
         model(_ids(2, 9)).logits.square().mean().backward()
         grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
     assert grads[0].keys() == grads[1].keys() and all(g.abs().max() > 0 for g in grads[0].values())

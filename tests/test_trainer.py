@@ -220,8 +220,8 @@ def test_kl_stays_zero_at_zero_learning_rate(tiny_model, train_file, tmp_path, a
 @pytest.mark.parametrize("algorithm", ["egspo", "diffu_grpo"])
 def test_grad_accum_does_not_change_the_gradients(tiny_model, train_file, tmp_path, monkeypatch, algorithm):
     # Gradients (not parameters: Adam is invariant to a loss scale) of every optimizer step, with the rows processed
-    # at once, in 4 accumulated pieces, and with gradient checkpointing. (micro_batch would also chunk the rollout, which changes the random
-    # stream; here it is left unset.)
+    # at once, in 4 accumulated pieces, and with gradient checkpointing. (micro_batch would also chunk the rollout,
+    # which changes the random stream; here it is left unset.)
     recorded: list[list[torch.Tensor]] = []
     checkpointed: list[bool] = []
     original = RLTrainer._optimizer_step

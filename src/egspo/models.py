@@ -198,13 +198,16 @@ class DiffusionLM(nn.Module):
 
     def enable_activation_checkpointing(self) -> None:
         """Non-reentrant activation (gradient) checkpointing on the wrapped model: recompute each layer's
-        activations in the backward pass instead of keeping them. transformers 5 renamed ``gradient_checkpointing_enable``
-        (kept for older versions) to ``activation_checkpointing_enable``."""
+        activations in the backward pass instead of keeping them. transformers 5 renamed
+        ``gradient_checkpointing_enable`` (kept for older versions) to ``activation_checkpointing_enable``. A peft
+        model also gets input embeddings that require grad, so the frozen base passes gradients to the adapters."""
         kwargs = {"use_reentrant": False}
         if hasattr(self.model, "activation_checkpointing_enable"):
             self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if self.is_peft and hasattr(self.model, "enable_input_require_grads"):
+            self.model.enable_input_require_grads()
 
     def save_pretrained(self, out_dir: str | os.PathLike, **kwargs: Any) -> None:
         """The wrapped model's ``save_pretrained``: a model dir, or an adapter dir for a peft model."""

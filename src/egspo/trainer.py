@@ -345,8 +345,6 @@ class RLTrainer:
             self.reference = None  # no KL term: no reference needed
         if cfg.gradient_checkpointing:
             policy.enable_activation_checkpointing()
-            if cfg.lora_r and hasattr(policy, "enable_input_require_grads"):
-                policy.enable_input_require_grads()
         params = [p for p in policy.parameters() if p.requires_grad]
         if not params:
             raise ValueError(f"model {cfg.model!r} has no trainable parameters")
