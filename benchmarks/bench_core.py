@@ -2,11 +2,11 @@
 
 For each setting, on a ModernBERT masked LM built from its config (4 layers, hidden 128):
 
-* rollout: `egspo.sampler.generate` (tau 0.9, low-confidence, greedy fill recorded) vs bare compute = T batched
+* rollout: `egspo.core.sampler.generate` (tau 0.9, low-confidence, greedy fill recorded) vs bare compute = T batched
   no-grad forwards at the same shapes;
 * update: re-scoring all B*K selected states = one batched no-grad reference forward over the B*K states plus K
   optimizer steps, each one forward+backward at batch B over the states of that selection index with the clipped
-  surrogate + k3 KL (`egspo.objective`), vs bare = the same forwards/backwards with ``logits.mean()`` as the loss;
+  surrogate + k3 KL (`egspo.core.objective`), vs bare = the same forwards/backwards with ``logits.mean()`` as the loss;
 * memory (one subprocess per setting and phase): peak RSS (CPU) or peak allocated (CUDA) of our code in excess of
   the bare computation's peak, next to what keeping full distributions would cost (N*T*L*V float32).
 
@@ -31,9 +31,9 @@ import time
 
 import torch
 
-from egspo.objective import egspo_loss, kl_k3, step_batch, step_logprob, token_logprobs
-from egspo.sampler import SamplerConfig, generate
-from egspo.selection import select_steps
+from egspo.core.objective import egspo_loss, kl_k3, step_batch, step_logprob, token_logprobs
+from egspo.core.sampler import SamplerConfig, generate
+from egspo.core.selection import select_steps
 
 SETTINGS = {
     "small": dict(vocab=128, prompt=32, gen=64, steps=32, block=32, batch=16, k=8),

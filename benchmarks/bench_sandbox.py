@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from egspo.sandbox import Program, isolation_mode, run_many
+from egspo.sandbox.runner import Program, isolation_mode, run_many
 
 DEFAULT_MBPP = Path(__file__).resolve().parents[2] / "shared" / "data" / "mbpp_sample.jsonl"
 

@@ -6,15 +6,15 @@ r 128 / alpha 64 / dropout 0.05 on q, k, v, o, gate, up, down. Batch 6 trajector
 block 32, K 8 (``--shape llada``); ``--shape tiny`` runs the same code at a toy size (a CPU smoke test).
 
 Timed, each after a warm-up, with CUDA synchronisation:
-  rollout_live_s     egspo.sampler.generate through the unmerged LoRA model (what the authors' code does)
-  rollout_merged_s   the same through egspo.rollout_policy.MergedRollout (W0 + s*B@A copy, refresh included)
+  rollout_live_s     egspo.core.sampler.generate through the unmerged LoRA model (what the authors' code does)
+  rollout_merged_s   the same through egspo.rl.rollout_policy.MergedRollout (W0 + s*B@A copy, refresh included)
   update_s           the trainer's EGSPO update on the merged rollout: live re-score of the old log-probs, the
                      reference pass (adapter off), K optimizer steps (clipped surrogate + beta*k3, AdamW)
   bare_forwards_s    T no-grad forwards of the base weights alone at [batch, prompt+L]  (and _lora: through LoRA)
   bare_fwd_bwd_s     K forward+backward passes of the LoRA model at [batch, prompt+L]
   iteration_s        rollout_merged_s + update_s (target <= 16 s on an H100; the authors' code: 25.7 + 12.5 s)
 Also checks that the merged rollout computes the live policy (max |logit difference| on one state) and, unless
-``--no-trainer``, runs 2 iterations of ``egspo.trainer.RLTrainer`` on a tiny LoRA model on the same device
+``--no-trainer``, runs 2 iterations of ``egspo.rl.trainer.RLTrainer`` on a tiny LoRA model on the same device
 (``rollout_policy=auto``: merged on CUDA). Prints one JSON object; ``--out FILE`` also writes it.
 """
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
 
-from egspo.files import atomic_write_text  # noqa: E402
+from egspo.utils.files import atomic_write_text  # noqa: E402
 
 SHAPES = {
     "llada": dict(hidden=4096, layers=32, heads=32, mlp=12288, vocab=126464, batch=6, prompt=200, gen_length=256,
@@ -60,7 +60,7 @@ def build_policy(shape: dict, device: torch.device, dtype: torch.dtype, seed: in
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from egspo.models import FAMILIES, DiffusionLM
+    from egspo.models.model import FAMILIES, DiffusionLM
 
     config = LlamaConfig(hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
                          num_attention_heads=shape["heads"], num_key_value_heads=shape["heads"],
@@ -101,12 +101,12 @@ def check_bidirectional(policy, vocab, device) -> float:
 
 
 def run_benchmark(shape: dict, device: torch.device, dtype: torch.dtype, seed: int) -> dict:
-    from egspo.advantages import group_centered
-    from egspo.models import ReferencePolicy
-    from egspo.objective import clipped_surrogate, kl_k3, step_batch, step_logprob, token_logprobs
-    from egspo.rollout_policy import MergedRollout
-    from egspo.sampler import SamplerConfig, generate
-    from egspo.selection import select_steps
+    from egspo.core.advantages import group_centered
+    from egspo.models.model import ReferencePolicy
+    from egspo.core.objective import clipped_surrogate, kl_k3, step_batch, step_logprob, token_logprobs
+    from egspo.rl.rollout_policy import MergedRollout
+    from egspo.core.sampler import SamplerConfig, generate
+    from egspo.core.selection import select_steps
 
     result: dict = {"shape": shape, "device": str(device), "dtype": str(dtype).replace("torch.", "")}
     if device.type == "cuda":
@@ -216,15 +216,15 @@ def run_benchmark(shape: dict, device: torch.device, dtype: torch.dtype, seed: i
 
 def run_trainer(device: torch.device) -> dict:
     """Two iterations of the real RLTrainer (tiny LoRA model, bf16 on CUDA, rollout_policy auto)."""
-    from egspo.models import build_tiny_model
-    from egspo.trainer import RLConfig, RLTrainer
+    from egspo.models.model import build_tiny_model
+    from egspo.rl.trainer import RLConfig, RLTrainer
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = build_tiny_model(tmp / "model", hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,
                                  max_len=128, seed=0)
-        from egspo.data import build_splits
-        from egspo.files import write_jsonl_atomic
+        from egspo.tasks.prepare import build_splits
+        from egspo.utils.files import write_jsonl_atomic
 
         rows = build_splits("countdown", "tiny", 0, n_train=16, n_validation=1, n_test=1, splits=("train",))["train"]
         write_jsonl_atomic(tmp / "train.jsonl", rows)

@@ -43,9 +43,9 @@ def main() -> int:
     registry._REGISTRY["digits"] = f"{__name__}:DIGITS"
     importlib.import_module(__name__)
 
-    from egspo.models import build_tiny_model
+    from egspo.models.model import build_tiny_model
     from egspo.tasks.sudoku import generate_tiny
-    from egspo.trainer import RLConfig, RLTrainer
+    from egspo.rl.trainer import RLConfig, RLTrainer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"device {device} {torch.cuda.get_device_name() if device == 'cuda' else ''}, torch {torch.__version__}")

@@ -32,9 +32,9 @@ def main() -> None:
 
     import torch
 
-    from egspo.models import build_tiny_model
+    from egspo.models.model import build_tiny_model
     from egspo.tasks.sudoku import generate_tiny
-    from egspo.trainer import RLConfig, RLTrainer
+    from egspo.rl.trainer import RLConfig, RLTrainer
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

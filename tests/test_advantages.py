@@ -7,14 +7,14 @@ import torch
 from tiny_bert import tiny_bert as shared_tiny_bert
 from transformers import ModernBertForMaskedLM
 
-from egspo.advantages import (
+from egspo.core.advantages import (
     greedy_baseline_rewards,
     group_centered,
     multistep_values,
     score,
     stepwise_returns,
 )
-from egspo.sampler import SamplerConfig, generate, step_schedule
+from egspo.core.sampler import SamplerConfig, generate, step_schedule
 
 MASK = 1
 

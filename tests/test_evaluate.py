@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import egspo.evaluate
+import egspo.evaluation.evaluate
 import egspo.tasks as task_registry
 from egspo.cli import main
-from egspo.evaluate import default_metrics_path
+from egspo.evaluation.evaluate import default_metrics_path
 from egspo.tasks.base import Task
 from egspo.tasks.sudoku import TASK as SUDOKU
 from egspo.tasks.sudoku import generate_tiny
@@ -46,7 +46,7 @@ def _register(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from egspo.models import build_tiny_model
+    from egspo.models.model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny", hidden_size=32, num_layers=2, num_heads=2,
                             intermediate_size=64, max_len=64, seed=1)
@@ -71,7 +71,7 @@ def test_accuracy_and_cell_accuracy_on_known_completions(tiny_model, tmp_path, m
         seen_prompts.extend(tokenizer.decode(p) for p in prompt_ids)
         return completions
 
-    monkeypatch.setattr(egspo.evaluate, "generate_completions", fake_generate)
+    monkeypatch.setattr(egspo.evaluation.evaluate, "generate_completions", fake_generate)
     out = tmp_path / "eval" / "test.jsonl"
     assert main(["eval", "--model", str(tiny_model), "--task", "sudoku", "--data", str(data), "--gen-length", "32",
                  "--steps", "16", "--block-length", "8", "--out", str(out), "--style", "tiny",
@@ -124,7 +124,7 @@ def test_bad_tag_is_rejected(tiny_model, tmp_path):
 
 def test_adapter_checkpoint_evaluates_on_its_base(tiny_model, tmp_path):
     # A fresh LoRA adapter (B = 0) computes exactly the base model: same greedy completions from the adapter dir.
-    from egspo.models import load_model
+    from egspo.models.model import load_model
 
     adapter = tmp_path / "adapter"
     load_model(tiny_model, lora={"r": 4, "alpha": 8, "dropout": 0.0}).save_pretrained(str(adapter))
@@ -141,22 +141,22 @@ def test_adapter_checkpoint_evaluates_on_its_base(tiny_model, tmp_path):
 
 @pytest.fixture(scope="module")
 def other_model(tmp_path_factory) -> Path:
-    from egspo.models import build_tiny_model
+    from egspo.models.model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("model2") / "tiny2", hidden_size=32, num_layers=2, num_heads=2,
                             intermediate_size=64, max_len=64, seed=7)
 
 
 def test_grid_equals_single_file_runs_and_loads_each_model_once(tiny_model, other_model, tmp_path, monkeypatch):
-    import egspo.generation_io
-    import egspo.models
+    import egspo.core.generation_io
+    import egspo.models.model
 
     val = write_jsonl(tmp_path / "v.jsonl", [{"prompt": p, "id": i} for i, p in enumerate(["a", "q1+2=", "xyz"])])
     test = write_jsonl(tmp_path / "test.jsonl", [{"prompt": p, "id": i} for i, p in enumerate(["hello", "7", "k:"])])
     loads, encodes = [], []
-    real_load, real_encode = egspo.models.load_model, egspo.generation_io.encode_prompts
-    monkeypatch.setattr(egspo.models, "load_model", lambda path, **kw: loads.append(str(path)) or real_load(path, **kw))
-    monkeypatch.setattr(egspo.generation_io, "encode_prompts",
+    real_load, real_encode = egspo.models.model.load_model, egspo.core.generation_io.encode_prompts
+    monkeypatch.setattr(egspo.models.model, "load_model", lambda path, **kw: loads.append(str(path)) or real_load(path, **kw))
+    monkeypatch.setattr(egspo.core.generation_io, "encode_prompts",
                         lambda tok, texts: encodes.append(list(texts)) or real_encode(tok, texts))
     out_dir = tmp_path / "grid"
     assert main(["eval", "--task", "lengths", "--model", f"step_1={tiny_model}", "--model", f"step_2={other_model}",
@@ -167,8 +167,8 @@ def test_grid_equals_single_file_runs_and_loads_each_model_once(tiny_model, othe
     written = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
     assert written == sorted(f"{c}/len{n}/{s}.{ext}" for c in ("step_1", "step_2") for n in (8, 16)
                              for s in ("validation", "test") for ext in ("jsonl", "metrics.json"))
-    monkeypatch.setattr(egspo.models, "load_model", real_load)
-    monkeypatch.setattr(egspo.generation_io, "encode_prompts", real_encode)
+    monkeypatch.setattr(egspo.models.model, "load_model", real_load)
+    monkeypatch.setattr(egspo.core.generation_io, "encode_prompts", real_encode)
     completions = {}
     for ckpt, model in (("step_1", tiny_model), ("step_2", other_model)):
         for split, data in (("validation", val), ("test", test)):

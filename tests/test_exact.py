@@ -1,4 +1,4 @@
-"""The exact enumeration (egspo.exact): hand-computed cases, normalisation, Bellman consistency, finite differences,
+"""The exact enumeration (egspo.verify.exact): hand-computed cases, normalisation, Bellman consistency, finite differences,
 and the real sampler's trajectory distribution against the enumerated one (random and low-confidence remasking)."""
 
 import math
@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from egspo.exact import (EnumerablePolicy, ExactProblem, chi2_sf, enumerate_trajectories, match_reward,
+from egspo.verify.exact import (EnumerablePolicy, ExactProblem, chi2_sf, enumerate_trajectories, match_reward,
                          table_reward)
-from egspo.gradcheck import single_thread
-from egspo.sampler import SamplerConfig, generate
+from egspo.verify.gradcheck import single_thread
+from egspo.core.sampler import SamplerConfig, generate
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -171,7 +171,7 @@ def pooled_chi2(counts, prob, n):
 @pytest.mark.parametrize("L,T,B", [(3, 3, 3), (3, 2, 3), (4, 4, 2)])
 @pytest.mark.parametrize("remasking", ["random", "low_confidence"])
 def test_real_sampler_matches_exact_distribution(remasking, L, T, B):
-    """Monte Carlo of egspo.sampler.generate (tau = 1) against the enumerated P(tau): pooled chi-square, and no
+    """Monte Carlo of egspo.core.sampler.generate (tau = 1) against the enumerated P(tau): pooled chi-square, and no
     sample on a trajectory of exact probability 0. Also: the sampler's records equal the exact per-step terms."""
     pb = make_problem(vocab=2 if L == 4 else 3, L=L, T=T, B=B, seed=1)
     cfg = SamplerConfig(gen_length=L, steps=T, block_length=B, mask_token_id=pb.mask_id, temperature=1.0,

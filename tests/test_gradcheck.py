@@ -1,4 +1,4 @@
-"""Exactness of the gradient estimators (egspo.gradcheck): the library's step scores, selectors and stepwise returns
+"""Exactness of the gradient estimators (egspo.verify.gradcheck): the library's step scores, selectors and stepwise returns
 against the enumerated true gradient, a Monte-Carlo run of the real sampler, and checks that a broken estimator fails.
 """
 
@@ -8,13 +8,13 @@ import time
 import pytest
 import torch
 
-from egspo.advantages import stepwise_returns
+from egspo.core.advantages import stepwise_returns
 from egspo.cli import main
-from egspo.exact import estimator_stats, library_step_scores, row_jacobian
-from egspo.gradcheck import COLUMNS, Setting, build_problem, gradcheck_rows, single_thread
-from egspo.objective import step_batch, step_logprob, token_logprobs
-from egspo.sampler import SamplerConfig, generate
-from egspo.selection import select_steps
+from egspo.verify.exact import estimator_stats, library_step_scores, row_jacobian
+from egspo.verify.gradcheck import COLUMNS, Setting, build_problem, gradcheck_rows, single_thread
+from egspo.core.objective import step_batch, step_logprob, token_logprobs
+from egspo.core.sampler import SamplerConfig, generate
+from egspo.core.selection import select_steps
 
 LAMS = [0.0, 0.5, 1.0, 2.0]
 
@@ -134,7 +134,7 @@ def test_the_check_detects_broken_estimators(problem):
 @pytest.mark.parametrize("remasking", ["random", "low_confidence"])
 def test_monte_carlo_of_the_real_sampler(problem, remasking):
     """EGSPO-SA's estimator (all steps, greedy one-step baseline, lam = 0.5) on trajectories drawn by
-    egspo.sampler.generate (tau = 1): the mean gradient over n samples equals the enumerated per-trajectory gradients
+    egspo.core.sampler.generate (tau = 1): the mean gradient over n samples equals the enumerated per-trajectory gradients
     averaged over the same samples, and lies within 4 standard errors, in every coordinate, of the exact expectation
     sum_tau P(tau) g(tau). With random remasking that expectation is grad J, and an estimator with a dropped step is
     rejected by the same test; with low-confidence remasking the sampled surrogate is visibly off grad J."""

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from egspo import grading
+from egspo.evaluation import grading
 from egspo.cli import main
 from egspo.tasks.authors_compat import authors_soft_format, compat_grade
 

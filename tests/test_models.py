@@ -13,7 +13,7 @@ from torch import nn
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from egspo.cli import main as cli_main
-from egspo.models import (
+from egspo.models.model import (
     FAMILIES,
     LLADA_MASK_TOKEN_ID,
     DiffusionLM,
@@ -30,7 +30,7 @@ from egspo.models import (
     save_model,
     shift_logits_to_positions,
 )
-from egspo.tokenizer import ALPHABET, build_char_tokenizer
+from egspo.models.tokenizer import ALPHABET, build_char_tokenizer
 
 TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_len=48)
 

@@ -11,7 +11,7 @@ import torch
 from tiny_bert import tiny_bert as shared_tiny_bert
 from transformers import ModernBertForMaskedLM
 
-from egspo.objective import (
+from egspo.core.objective import (
     clipped_surrogate,
     d1_grpo_loss,
     d1_sequence_logprobs,
@@ -23,7 +23,7 @@ from egspo.objective import (
     step_logprob,
     token_logprobs,
 )
-from egspo.sampler import SamplerConfig, generate
+from egspo.core.sampler import SamplerConfig, generate
 
 MASK = 1
 

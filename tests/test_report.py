@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from egspo import report_tables as tables
+from egspo.report import tables
 from egspo.cli import main as egspo_main
-from egspo.report import read_rl_metrics
-from egspo.stats import mean_ci, t_quantile, t_two_sided_mass
+from egspo.report.build import read_rl_metrics
+from egspo.report.stats import mean_ci, t_quantile, t_two_sided_mass
 
 T2 = 4.302652729749752  # t_{0.975, 2}
 SEEDS = (0, 1, 2)

@@ -1,4 +1,4 @@
-"""Merged-weight rollouts (egspo.rollout_policy): the merged copy computes the live LoRA policy, tracks the adapter
+"""Merged-weight rollouts (egspo.rl.rollout_policy): the merged copy computes the live LoRA policy, tracks the adapter
 exactly after optimizer steps (recomputed from the frozen W0, never merged in place), copies only the LoRA-targeted
 weights, and the trainer's ratio starts from the live policy's log-probs."""
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import egspo.tasks as task_registry
-from egspo.models import build_tiny_model, load_model
-from egspo.rollout_policy import LiveRollout, MergedRollout, lora_layers, make_rollout_policy, resolve_rollout_policy
-from egspo.trainer import RLConfig, RLTrainer
+from egspo.models.model import build_tiny_model, load_model
+from egspo.rl.rollout_policy import LiveRollout, MergedRollout, lora_layers, make_rollout_policy, resolve_rollout_policy
+from egspo.rl.trainer import RLConfig, RLTrainer
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,7 @@ def test_trainer_merged_rollout_matches_live_and_rescores_old_logprobs(tiny_dir,
     assert isinstance(live.rollout_policy, LiveRollout) and isinstance(merged.rollout_policy, MergedRollout)
     assert RLTrainer(rl_config(tiny_dir, toy_setup, tmp_path / "auto")).rollout_policy.name == "live"  # CPU
 
-    import egspo.objective as objective
+    import egspo.core.objective as objective
 
     seen = {}
     original = objective.step_batch
@@ -199,8 +199,8 @@ def test_merged_requires_lora(tiny_dir, toy_setup, tmp_path):
 def test_old_logprobs_come_from_the_live_policy_not_the_rollout_weights(tiny_dir, toy_setup, tmp_path, monkeypatch):
     """A deliberately perturbed rollout copy (W_r scaled by 3): the recorded rollout log-probs then differ from
     the live policy's, and the ratio's old log-probs must be the live re-scores."""
-    import egspo.objective as objective
-    from egspo.rollout_policy import MergedRollout as Merged
+    import egspo.core.objective as objective
+    from egspo.rl.rollout_policy import MergedRollout as Merged
 
     original_refresh = Merged.refresh
 

@@ -10,7 +10,7 @@ import torch
 from tiny_bert import tiny_bert as shared_tiny_bert
 from transformers import ModernBertForMaskedLM
 
-from egspo.sampler import Rollout, SamplerConfig, continue_from, generate, step_schedule
+from egspo.core.sampler import Rollout, SamplerConfig, continue_from, generate, step_schedule
 
 MASK = 1
 VOCAB = 24

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from egspo import sandbox
-from egspo.sandbox import Program, SandboxResult, _needed_paths, _reachable_by, isolation_mode, run_many, run_program
+from egspo.sandbox import runner as sandbox
+from egspo.sandbox.runner import Program, SandboxResult, _needed_paths, _reachable_by, isolation_mode, run_many, run_program
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(timeout_s=3.0, memory_mb=256)

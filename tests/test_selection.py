@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from egspo.selection import last_content_step, select_steps
+from egspo.core.selection import last_content_step, select_steps
 
 H = torch.tensor(
     [

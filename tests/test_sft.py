@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-import egspo.sft as sft
+import egspo.sft.trainer as sft
 from egspo.cli import main as cli_main
-from egspo.models import build_tiny_model, load_model, load_tokenizer
+from egspo.models.model import build_tiny_model, load_model, load_tokenizer
 from egspo.tasks.base import Task
 
 TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_len=32)

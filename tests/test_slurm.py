@@ -165,7 +165,7 @@ def _metrics(path: Path) -> list[dict]:
 
 
 def test_requeued_rl_job_resumes_from_its_checkpoint(cluster, tmp_path):
-    from egspo.checkpointing import complete_checkpoints
+    from egspo.rl.checkpointing import complete_checkpoints
     from egspo.tasks import get_task
 
     _egspo("build-model", "--out", "model", "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2",

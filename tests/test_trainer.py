@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 import egspo.tasks as task_registry
-from egspo.prompt_sampler import PromptOrder
-from egspo.trainer import RLConfig, RLTrainer, configure
+from egspo.rl.prompt_sampler import PromptOrder
+from egspo.rl.trainer import RLConfig, RLTrainer, configure
 from toy_task import TOY, ToyTask
 
 
@@ -45,7 +45,7 @@ def _register_tasks(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from egspo.models import build_tiny_model
+    from egspo.models.model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny", hidden_size=32, num_layers=2, num_heads=2,
                             intermediate_size=64, max_len=64, seed=0)
@@ -167,13 +167,13 @@ def test_sa_advantages_match_hand_computation(tiny_model, train_file, tmp_path):
 
 
 def test_lam0_computes_no_one_step_rewards(tiny_model, train_file, tmp_path, monkeypatch):
-    import egspo.advantages
+    import egspo.core.advantages
 
     def forbidden(*args, **kwargs):
         raise AssertionError("greedy-fill rewards computed with lam = 0")
 
-    monkeypatch.setattr(egspo.advantages, "greedy_baseline_rewards", forbidden)
-    monkeypatch.setattr(egspo.advantages, "multistep_values", forbidden)
+    monkeypatch.setattr(egspo.core.advantages, "greedy_baseline_rewards", forbidden)
+    monkeypatch.setattr(egspo.core.advantages, "multistep_values", forbidden)
     sizes = []
     original = ToyTask.reward_batch
     monkeypatch.setattr(ToyTask, "reward_batch", lambda self, c, r: sizes.append(len(c)) or original(self, c, r))
@@ -369,7 +369,7 @@ LAUNCHED = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import egspo.tasks as registry
     registry._REGISTRY["toy"] = "toy_task:TOY"
-    from egspo.trainer import RLConfig, RLTrainer
+    from egspo.rl.trainer import RLConfig, RLTrainer
     cfg = RLConfig(**{cfg!r})
     trainer = RLTrainer(cfg)
     trainer.train()

@@ -12,17 +12,17 @@ import sys
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "gradcheck": ("egspo.gradcheck", "exact-enumeration check of every gradient estimator against the true gradient"),
-    "grade": ("egspo.grading", "score completions of a task: reward and correctness per row, accuracy summary"),
-    "data": ("egspo.data", "write a task's train / validation / test JSONL files (tiny generators or real loaders)"),
-    "build-model": ("egspo.models", "build the tiny preset's masked-diffusion model and tokenizer as a HF directory"),
-    "sft": ("egspo.sft", "masked-diffusion supervised warm start (LLaDA's 1/t-weighted masked cross-entropy)"),
-    "rl": ("egspo.trainer", "RL post-training: diffu-GRPO, EGSPO, EGSPO-SA (checkpoint / resume)"),
-    "eval": ("egspo.evaluate", ("greedy generation over a grid (models x generation lengths x splits, each model "
+    "gradcheck": ("egspo.verify.gradcheck", "exact-enumeration check of every gradient estimator against the true gradient"),
+    "grade": ("egspo.evaluation.grading", "score completions of a task: reward and correctness per row, accuracy summary"),
+    "data": ("egspo.tasks.prepare", "write a task's train / validation / test JSONL files (tiny generators or real loaders)"),
+    "build-model": ("egspo.models.model", "build the tiny preset's masked-diffusion model and tokenizer as a HF directory"),
+    "sft": ("egspo.sft.trainer", "masked-diffusion supervised warm start (LLaDA's 1/t-weighted masked cross-entropy)"),
+    "rl": ("egspo.rl.trainer", "RL post-training: diffu-GRPO, EGSPO, EGSPO-SA (checkpoint / resume)"),
+    "eval": ("egspo.evaluation.evaluate", ("greedy generation over a grid (models x generation lengths x splits, each model "
                                   "loaded once), then grading: JSONL + metrics JSON per cell")),
-    "merge": ("egspo.merge", "merge a LoRA adapter checkpoint into its base model and save a plain HF model dir"),
-    "report": ("egspo.report", "tables (CSV + Markdown) and figures (PNG + PDF) in results/ from run outputs"),
-    "trace": ("egspo.trace", "record per-step entropy, selected steps and one-step-fill rewards of trajectories "
+    "merge": ("egspo.models.merge", "merge a LoRA adapter checkpoint into its base model and save a plain HF model dir"),
+    "report": ("egspo.report.build", "tables (CSV + Markdown) and figures (PNG + PDF) in results/ from run outputs"),
+    "trace": ("egspo.evaluation.trace", "record per-step entropy, selected steps and one-step-fill rewards of trajectories "
                              "for Figure 2"),
 }
 

@@ -30,7 +30,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from egspo.sandbox import Program, SandboxResult, run_many
+from egspo.sandbox.runner import Program, SandboxResult, run_many
 from egspo.tasks.answers import SYSTEM_PROMPT, chat_prompt, check_style
 from egspo.tasks.base import Row, Task
 

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from egspo.sandbox import Program
+from egspo.sandbox.runner import Program
 from egspo.tasks.base import Row
 from egspo.tasks.code import CodeTask, code_prompt, defined_names, extract_code, require
 from egspo.tasks.sources import hub_rows, is_path_source, read_table

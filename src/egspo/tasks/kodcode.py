@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from egspo.sandbox import Program
+from egspo.sandbox.runner import Program
 from egspo.tasks.base import Row
 from egspo.tasks.code import CodeTask, code_prompt, extract_code, require
 from egspo.tasks.sources import carve_validation, check_split, hub_rows, is_path_source, read_table

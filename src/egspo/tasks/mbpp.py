@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from egspo.sandbox import Program
+from egspo.sandbox.runner import Program
 from egspo.tasks.base import Row
 from egspo.tasks.code import CodeTask, called_names, code_prompt, defined_names, extract_code, require
 from egspo.tasks.sources import check_split, hub_rows, is_path_source, read_table

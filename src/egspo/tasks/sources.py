@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from egspo.files import iter_jsonl_objects
+from egspo.utils.files import iter_jsonl_objects
 
 Row = dict[str, Any]
 SPLITS = ("train", "validation", "test")

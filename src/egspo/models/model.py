@@ -269,7 +269,7 @@ def build_tiny_model(out_dir: str | os.PathLike, *, hidden_size: int = 128, num_
     directory that ``AutoModelForMaskedLM`` / ``AutoTokenizer.from_pretrained`` load. Same seed, same weights."""
     from transformers import ModernBertForMaskedLM
 
-    from egspo.tokenizer import build_char_tokenizer
+    from egspo.models.tokenizer import build_char_tokenizer
 
     tokenizer = build_char_tokenizer(max_len)
     config = tiny_config(len(tokenizer), hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,

@@ -206,7 +206,7 @@ class ExactProblem:
     with every exact quantity of the gradient check. Tensors are float64; ``N`` trajectories, ``T`` steps."""
 
     def __init__(self, model: EnumerablePolicy, prompt_ids: Sequence[int], config, reward_fn: RewardFn):
-        from egspo.sampler import step_schedule
+        from egspo.core.sampler import step_schedule
 
         if config.mask_token_id != model.mask_token_id:
             raise ValueError(f"config.mask_token_id ({config.mask_token_id}) must be the model's mask id "
@@ -352,7 +352,7 @@ class ExactProblem:
         """A ``Rollout`` holding every enumerated trajectory (fields as the sampler records them)."""
         from dataclasses import replace
 
-        from egspo.sampler import Rollout
+        from egspo.core.sampler import Rollout
 
         config = self.config if remasking is None else replace(self.config, remasking=remasking)
         with torch.no_grad():
@@ -381,7 +381,7 @@ def library_step_scores(model: nn.Module, rollout, params: Sequence[torch.Tensor
     """The library objective's per-step scores on every step of ``rollout``: ``(logpi [N, T], grad logpi
     [N, T, D])`` with ``log pi(S_{j+1} | S_j) = step_logprob(token_logprobs(model, step_batch(rollout, j)), U_j)``,
     over sub-rollouts of about ``chunk_rows`` (trajectory, step) rows (the Jacobian costs O(rows^2) per chunk)."""
-    from egspo.objective import step_batch, step_logprob, token_logprobs
+    from egspo.core.objective import step_batch, step_logprob, token_logprobs
 
     n, steps = rollout.completion.shape[0], rollout.config.steps
     params = [p for p in model.parameters() if p.requires_grad] if params is None else list(params)

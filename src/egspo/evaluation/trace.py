@@ -24,9 +24,9 @@ import torch
 def trace_samples(model, tokenizer, task, rows, prompts_text, config, k: int, generator=None,
                   batch_size: int | None = None) -> list[dict[str, Any]]:
     """One sampled trajectory per row and its Figure-2 record (see the module docstring)."""
-    from egspo.generation_io import decode_completions, encode_prompts
-    from egspo.sampler import generate
-    from egspo.selection import select_steps
+    from egspo.core.generation_io import decode_completions, encode_prompts
+    from egspo.core.sampler import generate
+    from egspo.core.selection import select_steps
 
     if not 0 < k <= config.steps:
         raise ValueError(f"k must be in [1, steps={config.steps}], got {k}")
@@ -75,9 +75,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from egspo.files import read_jsonl, write_json_atomic
-    from egspo.models import load_model, load_tokenizer, mask_token_id
-    from egspo.sampler import SamplerConfig
+    from egspo.utils.files import read_jsonl, write_json_atomic
+    from egspo.models.model import load_model, load_tokenizer, mask_token_id
+    from egspo.core.sampler import SamplerConfig
     from egspo.tasks import get_task
 
     task = get_task(args.task)

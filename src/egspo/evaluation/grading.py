@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from egspo.files import iter_jsonl_objects, write_jsonl_atomic
+from egspo.utils.files import iter_jsonl_objects, write_jsonl_atomic
 from egspo.tasks import TASK_NAMES, get_task
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from egspo.files import atomic_write_text
-from egspo.stats import mean_ci
+from egspo.utils.files import atomic_write_text
+from egspo.report.stats import mean_ci
 
 PROTOCOLS = ("best_on_test", "val_chosen")
 PROTOCOL_LABELS = {

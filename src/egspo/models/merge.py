@@ -11,7 +11,7 @@ import argparse
 import os
 from pathlib import Path
 
-from egspo.models import DiffusionLM, load_model, load_tokenizer, save_model
+from egspo.models.model import DiffusionLM, load_model, load_tokenizer, save_model
 
 
 def merge_adapter(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *,

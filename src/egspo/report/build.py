@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from egspo import report_tables as tables
-from egspo.files import iter_jsonl_objects
+from egspo.report import tables
+from egspo.utils.files import iter_jsonl_objects
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -93,7 +93,7 @@ def read_rl_metrics(path: str | Path) -> pd.DataFrame:
 
 
 def run_accuracy(args: argparse.Namespace) -> int:
-    from egspo.report_figures import accuracy_bars
+    from egspo.report.figures import accuracy_bars
 
     checkpoints = {m: [c for c in ckpts.split(",") if c] for m, ckpts in args.checkpoints}
     metric = dict(args.metric)
@@ -134,7 +134,7 @@ def run_accuracy(args: argparse.Namespace) -> int:
 
 
 def run_curves(args: argparse.Namespace) -> int:
-    from egspo.report_figures import training_curves
+    from egspo.report.figures import training_curves
 
     runs: dict[tuple[str, str], list[pd.DataFrame]] = {}
     for task in args.tasks:
@@ -153,7 +153,7 @@ def run_curves(args: argparse.Namespace) -> int:
 
 
 def run_trace(args: argparse.Namespace) -> int:
-    from egspo.report_figures import step_selection
+    from egspo.report.figures import step_selection
 
     traces = []
     for path in args.traces:
@@ -168,7 +168,7 @@ def run_trace(args: argparse.Namespace) -> int:
 
 
 def run_gradcheck(args: argparse.Namespace) -> int:
-    from egspo.report_figures import gradcheck_figure
+    from egspo.report.figures import gradcheck_figure
 
     df = pd.read_csv(args.csv)
     required = ["selection", "k", "lam", "baseline", "remasking", "cosine", "rel_error", "variance"]

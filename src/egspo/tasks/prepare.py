@@ -24,7 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from egspo.files import write_jsonl_atomic
+from egspo.utils.files import write_jsonl_atomic
 from egspo.tasks import TASK_NAMES, get_task
 
 SPLITS = ("train", "validation", "test")

@@ -22,8 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from egspo.files import _umask_mode  # noqa: E402
-from egspo.report_tables import BEST, PROTOCOL_LABELS, PROTOCOLS, method_label  # noqa: E402
+from egspo.utils.files import _umask_mode  # noqa: E402
+from egspo.report.tables import BEST, PROTOCOL_LABELS, PROTOCOLS, method_label  # noqa: E402
 
 # Fixed metadata: no dates or versions that would change the bytes between identical runs.
 PNG_METADATA = {"Software": None}

@@ -1,7 +1,7 @@
 """Group baselines, stepwise (EGSPO-SA) returns and multi-step rollout values.
 
 Rows are trajectories; the G completions of one prompt are contiguous (row ``n`` belongs to group ``n // G``).
-Steps are indexed forward as in `egspo.sampler`.
+Steps are indexed forward as in `egspo.core.sampler`.
 
 Reward functions: ``reward_fn(completions, rows) -> rewards`` with ``completions`` a LongTensor ``[R, L]`` of
 completion token ids and ``rows`` a LongTensor ``[R]`` giving, for each completion, the trajectory (rollout row) it
@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from egspo.sampler import Rollout, SamplerConfig, continue_from
+from egspo.core.sampler import Rollout, SamplerConfig, continue_from
 
 RewardFn = Callable[[torch.Tensor, torch.Tensor], "torch.Tensor | Sequence[float]"]
 GROUP_MODES = ("mean", "loo")
@@ -117,7 +117,7 @@ def multistep_values(
 ) -> torch.Tensor:
     """``V_hat(S_j) = (1/M) sum_m r(S_T^(m))`` ``[N, K]``: the mean reward of M stochastic continuations of each
     selected state ``S_{steps[n, k]}`` under the current policy (``config``: the rollout's by default, so its
-    temperature and remasking). All N*K*M continuations run batched through `egspo.sampler.continue_from`
+    temperature and remasking). All N*K*M continuations run batched through `egspo.core.sampler.continue_from`
     (``micro_batch`` bounds the rows per chunk)."""
     if not isinstance(M, int) or isinstance(M, bool) or M <= 0:
         raise ValueError(f"M must be a positive int, got {M!r}")

@@ -17,7 +17,7 @@ The JSONL holds every input row + ``completion``, ``reward``, ``correct`` and th
 metrics JSON ``accuracy`` (mean of ``correct``), ``n``, ``reward_mean``, every other numeric grader field averaged
 (e.g. ``cell_accuracy``), the generation settings, ``tags`` and each tag also at top level. Files are written
 atomically. A ``--model`` may be a plain HF model dir or a LoRA adapter checkpoint (loaded on its base through
-`egspo.models`). The sampling generator is reseeded with ``--seed`` for every (model, split, length), so each file
+`egspo.models.model`). The sampling generator is reseeded with ``--seed`` for every (model, split, length), so each file
 equals a single-file run of the same triple.
 """
 
@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from egspo.generation_io import parse_tags
+from egspo.core.generation_io import parse_tags
 
 RESERVED = ("completion", "reward", "correct")
 # metric names every metrics JSON has (grader fields add more); a --tag may not reuse them
@@ -53,8 +53,8 @@ def generate_completions(model, tokenizer, prompt_ids: Sequence[Sequence[int]], 
                          generator: torch.Generator | None = None) -> list[str]:
     """Completion texts for every prompt, generated ``batch_size`` prompts at a time (each batch left padded to its
     own longest prompt) and decoded up to the first EOS."""
-    from egspo.generation_io import decode_completions
-    from egspo.sampler import generate
+    from egspo.core.generation_io import decode_completions
+    from egspo.core.sampler import generate
 
     if batch_size <= 0:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -216,10 +216,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from egspo.files import read_jsonl, write_json_atomic, write_jsonl_atomic
-    from egspo.generation_io import encode_prompts
-    from egspo.models import load_model, load_tokenizer, mask_token_id
-    from egspo.sampler import SamplerConfig
+    from egspo.utils.files import read_jsonl, write_json_atomic, write_jsonl_atomic
+    from egspo.core.generation_io import encode_prompts
+    from egspo.models.model import load_model, load_tokenizer, mask_token_id
+    from egspo.core.sampler import SamplerConfig
     from egspo.tasks import get_task
 
     models, data, jobs = plan(args)

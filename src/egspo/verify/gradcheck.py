@@ -1,6 +1,6 @@
 """`egspo gradcheck`: every gradient estimator against the true policy gradient, exactly, on an enumerable policy.
 
-For a policy small enough to list every trajectory (:mod:`egspo.exact`), the true gradient ``grad J`` of
+For a policy small enough to list every trajectory (:mod:`egspo.verify.exact`), the true gradient ``grad J`` of
 ``J = E[r(S_T)]`` comes from autograd through the enumerated trajectory probabilities, and the exact expectation of
 an estimator ``g(tau) = grad sum_{j in K(tau)} A_j log pi(S_{j+1} | S_j)`` (``A_j`` detached) is
 ``sum_tau P(tau) g(tau)``, with ``log pi`` from the library objective (``step_batch`` -> ``token_logprobs`` ->
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from egspo.exact import (
+from egspo.verify.exact import (
     EnumerablePolicy,
     ExactProblem,
     all_subsets,
@@ -41,7 +41,7 @@ from egspo.exact import (
     match_reward,
     table_reward,
 )
-from egspo.files import atomic_write_text
+from egspo.utils.files import atomic_write_text
 
 COLUMNS = ("selection", "k", "lam", "baseline", "remasking", "cosine", "rel_error", "variance",
            "score", "n_trajectories", "J", "grad_norm")
@@ -66,7 +66,7 @@ class Setting:
 
 def build_problem(setting: Setting) -> ExactProblem:
     """The policy, the sampler configuration (temperature 1) and the enumeration for ``setting``."""
-    from egspo.sampler import SamplerConfig
+    from egspo.core.sampler import SamplerConfig
 
     s = setting
     if s.reward not in ("table", "match"):
@@ -88,7 +88,7 @@ def build_problem(setting: Setting) -> ExactProblem:
 def selection_indicators(step_entropy: torch.Tensor, method: str, k: int, steps: int) -> list[torch.Tensor]:
     """The equally likely ``[N, T]`` 0/1 step indicators of a selector: one from ``select_steps`` for ``all``,
     ``entropy`` and ``uniform``; every K-subset for ``random`` (its exact expectation)."""
-    from egspo.selection import select_steps
+    from egspo.core.selection import select_steps
 
     n = step_entropy.shape[0]
     if method == "random":
@@ -103,7 +103,7 @@ def selection_indicators(step_entropy: torch.Tensor, method: str, k: int, steps:
 
 def gradcheck_rows(problem: ExactProblem, ks: list[int], lams: list[float]) -> list[dict]:
     """One row per (remasking, selection, k, baseline, lam, score) with the exact estimator statistics."""
-    from egspo.advantages import stepwise_returns
+    from egspo.core.advantages import stepwise_returns
 
     T, N, L = problem.T, problem.N, problem.L
     for k in ks:

@@ -168,7 +168,7 @@ _TENSOR_FIELDS = (
 )
 
 
-# ---- helpers shared with egspo.objective ---------------------------------------------------------------------------
+# ---- helpers shared with egspo.core.objective ---------------------------------------------------------------------------
 
 
 def model_device(model, fallback: torch.device | None = None) -> torch.device:

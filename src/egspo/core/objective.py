@@ -1,6 +1,6 @@
 """Per-step log-probabilities, the clipped surrogate, KL penalties and the diffu-GRPO (d1) estimator.
 
-Step indexing as in `egspo.sampler`: step ``j`` maps ``S_j`` to ``S_{j+1}`` by committing ``U_j``. The per-step
+Step indexing as in `egspo.core.sampler`: step ``j`` maps ``S_j`` to ``S_{j+1}`` by committing ``U_j``. The per-step
 policy is ``log pi_theta(S_{j+1} | S_j) = sum_{i in U_j} log p_theta(x_i | S_j)`` (``reduction="mean"`` divides by
 ``|U_j|``), scored from one forward pass on ``S_j`` at temperature 1.
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from egspo.sampler import (
+from egspo.core.sampler import (
     Rollout,
     accepts_attention_mask,
     forward_logits,

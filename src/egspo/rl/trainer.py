@@ -27,11 +27,11 @@ With ``mu = K`` both algorithms take the same number of optimizer steps per roll
 ``grad_accum`` pieces (each at most ``micro_batch`` rows), gradients accumulate (synchronised across processes only
 on the last piece) and the loss is normalised by the global row count, so the update is the same for any setting.
 
-**Prompt order**: `egspo.prompt_sampler.PromptOrder`: one seeded permutation per epoch, batches are consecutive slices
+**Prompt order**: `egspo.rl.prompt_sampler.PromptOrder`: one seeded permutation per epoch, batches are consecutive slices
 of their concatenation, so every prompt is used exactly once per epoch; a batch that straddles an epoch boundary
 takes the rest of epoch e and the head of epoch e+1.
 
-**Checkpoints** (`egspo.checkpointing`): ``OUT/checkpoints/step_{N}`` every ``save_every`` iterations and at
+**Checkpoints** (`egspo.rl.checkpointing`): ``OUT/checkpoints/step_{N}`` every ``save_every`` iterations and at
 ``max_steps``, all kept. Running the same command again resumes from the last complete checkpoint (model/adapter,
 optimizer, scheduler, prompt-order position, every process's RNG states) and truncates ``OUT/metrics.jsonl`` to
 its step, so a resumed run reproduces an uninterrupted one.
@@ -114,7 +114,7 @@ class RLConfig:
     load_in_4bit: bool = False
     trust_remote_code: bool | None = None
     gradient_checkpointing: bool = False
-    rollout_policy: str = "auto"  # merged | live | auto (merged with LoRA on CUDA); egspo.rollout_policy
+    rollout_policy: str = "auto"  # merged | live | auto (merged with LoRA on CUDA); egspo.rl.rollout_policy
     # checkpoints in --out written with other settings: "error" refuses to resume; "restart" deletes them and the
     # metrics and trains from the start (what the workflow wants when it reruns a job because its settings changed)
     on_settings_change: str = "error"
@@ -126,8 +126,8 @@ class RLConfig:
 
     def validate(self, world_size: int = 1) -> None:
         """ValueError naming the first bad setting."""
-        from egspo.sampler import REMASKING_METHODS, step_schedule
-        from egspo.selection import SELECTION_METHODS
+        from egspo.core.sampler import REMASKING_METHODS, step_schedule
+        from egspo.core.selection import SELECTION_METHODS
 
         choices = {
             "algorithm": ALGORITHMS, "style": STYLES, "selection": SELECTION_METHODS, "baseline": BASELINES,
@@ -230,7 +230,7 @@ def _pieces(n: int, parts: int, cap: int | None) -> list[torch.Tensor]:
 
 def _concat_rollouts(parts):
     """One Rollout from chunks generated with the same padded prompt width."""
-    from egspo.sampler import Rollout
+    from egspo.core.sampler import Rollout
 
     if len(parts) == 1:
         return parts[0]
@@ -271,11 +271,11 @@ class RLTrainer:
     def __init__(self, config: RLConfig, accelerator=None) -> None:
         from accelerate import Accelerator
 
-        from egspo.files import read_jsonl
-        from egspo.generation_io import encode_prompts
-        from egspo.models import load_tokenizer, mask_token_id
-        from egspo.prompt_sampler import PromptOrder
-        from egspo.sampler import SamplerConfig
+        from egspo.utils.files import read_jsonl
+        from egspo.core.generation_io import encode_prompts
+        from egspo.models.model import load_tokenizer, mask_token_id
+        from egspo.rl.prompt_sampler import PromptOrder
+        from egspo.core.sampler import SamplerConfig
         from egspo.tasks import get_task
 
         self.cfg = config
@@ -305,7 +305,7 @@ class RLTrainer:
     # -- set-up ----------------------------------------------------------------------------------------------------
 
     def _load(self, path: str, **extra):
-        from egspo.models import load_model
+        from egspo.models.model import load_model
 
         cfg = self.cfg
         device = self.device if not cfg.load_in_4bit else None
@@ -313,8 +313,8 @@ class RLTrainer:
                           trust_remote_code=cfg.trust_remote_code, device=device, **extra)
 
     def _build_model(self) -> None:
-        from egspo.checkpointing import latest_checkpoint, load_trainer_state
-        from egspo.models import ReferencePolicy, frozen_copy
+        from egspo.rl.checkpointing import latest_checkpoint, load_trainer_state
+        from egspo.models.model import ReferencePolicy, frozen_copy
 
         cfg, acc = self.cfg, self.accelerator
         random.seed(cfg.seed)
@@ -357,7 +357,7 @@ class RLTrainer:
         self.train_model = prepared if prepared is self.policy else _ForwardWithMask(prepared, self.policy)
         self.prepared = prepared
         self.params = params
-        from egspo.rollout_policy import make_rollout_policy
+        from egspo.rl.rollout_policy import make_rollout_policy
 
         self.rollout_policy = make_rollout_policy(cfg.rollout_policy, self.policy, device=self.device,
                                                   quantized=cfg.load_in_4bit)
@@ -387,7 +387,7 @@ class RLTrainer:
                              f"has {self.world}")
 
     def _restore(self, state: dict[str, Any]) -> None:
-        from egspo.checkpointing import restore_rng_state
+        from egspo.rl.checkpointing import restore_rng_state
 
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -398,14 +398,14 @@ class RLTrainer:
     # -- one iteration -----------------------------------------------------------------------------------------------
 
     def _decode(self, ids: torch.Tensor) -> list[str]:
-        from egspo.generation_io import decode_completions
+        from egspo.core.generation_io import decode_completions
 
         return decode_completions(self.tokenizer, ids)
 
     def _rollout(self, prompt_rows: list[int], record_greedy_fill: bool):
         """G completions for each of this process's prompts (rows contiguous per prompt), in chunks of
         ``micro_batch`` trajectories."""
-        from egspo.sampler import generate, pad_prompts
+        from egspo.core.sampler import generate, pad_prompts
 
         G = self.cfg.num_generations
         lists = [self.prompt_ids[i] for i in prompt_rows for _ in range(G)]
@@ -420,7 +420,7 @@ class RLTrainer:
         return _concat_rollouts(parts)
 
     def _reward_fn(self, row_of_trajectory: list[dict[str, Any]]):
-        """``reward_fn(completion_ids [R, L], trajectory_rows [R]) -> [R]`` for `egspo.advantages`."""
+        """``reward_fn(completion_ids [R, L], trajectory_rows [R]) -> [R]`` for `egspo.core.advantages`."""
 
         def reward_fn(completions: torch.Tensor, rows: torch.Tensor) -> list[float]:
             texts = self._decode(completions)
@@ -470,9 +470,9 @@ class RLTrainer:
         return result
 
     def _egspo(self, rollout, r0: torch.Tensor, rows, t0: float) -> IterationResult:
-        from egspo.advantages import greedy_baseline_rewards, group_centered, multistep_values, stepwise_returns
-        from egspo.objective import clipped_surrogate, kl_exact, kl_k3, step_batch, step_logprob, token_logprobs
-        from egspo.selection import last_content_step, select_steps
+        from egspo.core.advantages import greedy_baseline_rewards, group_centered, multistep_values, stepwise_returns
+        from egspo.core.objective import clipped_surrogate, kl_exact, kl_k3, step_batch, step_logprob, token_logprobs
+        from egspo.core.selection import last_content_step, select_steps
 
         cfg = self.cfg
         N, K, G = len(rollout), cfg.k, cfg.num_generations
@@ -573,8 +573,8 @@ class RLTrainer:
                                selection=sel, rollout=rollout, metrics=metrics)
 
     def _diffu_grpo(self, rollout, r0: torch.Tensor, t0: float) -> IterationResult:
-        from egspo.advantages import group_centered
-        from egspo.objective import d1_grpo_loss, d1_sequence_logprobs, eos_completion_mask
+        from egspo.core.advantages import group_centered
+        from egspo.core.objective import d1_grpo_loss, d1_sequence_logprobs, eos_completion_mask
 
         cfg = self.cfg
         N = len(rollout)
@@ -650,7 +650,7 @@ class RLTrainer:
     def _trainer_state(self) -> dict[str, Any]:
         from accelerate.utils import gather_object
 
-        from egspo.checkpointing import capture_rng_state
+        from egspo.rl.checkpointing import capture_rng_state
 
         rng = gather_object([capture_rng_state(self.generator)]) if self.world > 1 else \
             [capture_rng_state(self.generator)]
@@ -664,7 +664,7 @@ class RLTrainer:
         }
 
     def save(self) -> None:
-        from egspo.checkpointing import save_checkpoint
+        from egspo.rl.checkpointing import save_checkpoint
 
         state = self._trainer_state()  # collective: every process takes part
         if self.accelerator.is_main_process:
@@ -675,7 +675,7 @@ class RLTrainer:
         """Iterate until ``max_steps``; returns the metrics file."""
         from tqdm.auto import tqdm
 
-        from egspo.checkpointing import truncate_metrics
+        from egspo.rl.checkpointing import truncate_metrics
 
         cfg, acc = self.cfg, self.accelerator
         metrics_path = self.out / "metrics.jsonl"

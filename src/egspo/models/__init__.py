@@ -1,0 +1,1 @@
+"""Models: the tiny ModernBERT masked LM, Hugging Face / LoRA / quantized loading, tokenizer, adapter merge."""

@@ -1,0 +1,1 @@
+"""Reporting: tables, figures and statistics in results/ from run outputs."""

@@ -1,0 +1,1 @@
+"""Infrastructure shared by every layer: atomic file writes and JSONL reading."""

@@ -1,0 +1,1 @@
+"""Verification by exact enumeration: exact policy gradients and estimator bias / variance (gradcheck)."""
