@@ -295,6 +295,26 @@ def test_d1_grpo_loss_hand_values():
     assert d1_grpo_loss(logp, old, A, mask, ref, beta=0.1).item() == pytest.approx(expected)
 
 
+def test_d1_grpo_loss_pools_tokens_of_unequal_completions():
+    """d1 divides one sum over all completion tokens by one token count; the per-completion mean differs."""
+    # row 0: 1 token (ratio 1, A = 1, loss -1); row 1: 3 tokens (ratio 1, A = -1, loss +1 each)
+    logp = torch.zeros((2, 3), dtype=torch.float64)
+    mask = torch.tensor([[True, False, False], [True, True, True]])
+    A = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    pooled = (-1.0 + 3 * 1.0) / 4  # 0.5; the per-completion mean would be (-1 + 1) / 2 = 0
+    assert d1_grpo_loss(logp, logp, A, mask, beta=0.0).item() == pytest.approx(pooled, abs=1e-15)
+    # with k3: d = ref - logp = 1 at every token of row 1, 0 in row 0 (hand value exp(1) - 2)
+    ref = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
+    k3 = math.e - 2.0
+    expected = (-1.0 + 3 * (1.0 + 0.5 * k3)) / 4
+    assert d1_grpo_loss(logp, logp, A, mask, ref, beta=0.5).item() == pytest.approx(expected, abs=1e-15)
+    # the gradient in logp is the pooled one: d/dlogp_ni of -rho A / 4 is -A_n / 4 on every unmasked token
+    lp = logp.clone().requires_grad_(True)
+    d1_grpo_loss(lp, logp, A, mask, beta=0.0).backward()
+    assert lp.grad.tolist() == [[-0.25, 0.0, 0.0], [0.25, 0.25, 0.25]]
+    assert d1_grpo_loss(logp, logp, A, torch.zeros_like(mask)).item() == 0.0
+
+
 def test_eos_completion_mask():
     c = torch.tensor([[5, 3, 3, 3], [5, 6, 7, 8], [3, 4, 3, 4]])
     assert eos_completion_mask(c, 3).tolist() == [

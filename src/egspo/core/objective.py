@@ -11,8 +11,8 @@ Reductions (documented choices):
 * ``kl_k3`` / ``kl_exact`` return per row the mean over ``U_j`` of a per-token KL (0 for a row without targets;
   ``step_batch`` never makes one, every step commits at least one token).
 * ``egspo_loss`` averages ``clipped + beta * kl`` over the valid rows.
-* ``d1_grpo_loss`` follows d1 / TRL GRPO: per-token clipped loss + ``beta * k3``, masked mean over each completion's
-  tokens, then the mean over completions.
+* ``d1_grpo_loss`` follows d1 (``diffu_grpo_trainer.py`` line 121 at 837888f): per-token clipped loss + ``beta * k3``
+  pooled over the micro-batch, ``sum_{n,i} m_ni l_ni / sum_{n,i} m_ni`` (one token count for all completions).
 """
 
 from __future__ import annotations
@@ -207,20 +207,64 @@ def egspo_loss(
     eps_low: float = 0.2,
     eps_high: float = 0.5,
     valid: torch.Tensor | None = None,
+    normalizer: float | None = None,
 ) -> torch.Tensor:
-    """Mean over valid rows of ``clipped_surrogate(logp, old_logp, A) + beta * kl`` (all inputs per row ``[M]``)."""
+    """Mean over valid rows of ``clipped_surrogate(logp, old_logp, A) + beta * kl`` (all inputs per row ``[M]``).
+
+    ``normalizer`` replaces the count of valid rows in the denominator: the trainer scores an optimizer step's rows
+    in pieces (and processes), each piece's loss being its valid rows' sum divided by the step's total count."""
     per_row = clipped_surrogate(logp, old_logp, advantages, eps_low, eps_high)
     if kl is not None and beta != 0.0:
         per_row = per_row + beta * kl
-    if valid is None:
+    if valid is None and normalizer is None:
         return per_row.mean()
-    weight = valid.reshape(per_row.shape).to(per_row.dtype)
+    weight = torch.ones_like(per_row) if valid is None else valid.reshape(per_row.shape).to(per_row.dtype)
+    if normalizer is not None:
+        if not normalizer > 0:
+            raise ValueError(f"normalizer must be positive, got {normalizer!r}")
+        return (per_row * weight).sum() / normalizer
     if float(weight.sum()) == 0.0:
         raise ValueError("valid selects no rows")
     return (per_row * weight).sum() / weight.sum()
 
 
 # ---- diffu-GRPO (d1) -----------------------------------------------------------------------------------------------
+
+
+def d1_mask_prompt(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    mask_token_id: int,
+    p_mask_prompt: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """d1's prompt noise: each real prompt token (``prompt_mask``) independently replaced by the mask id with
+    probability ``p_mask_prompt``, one uniform draw per position from ``generator`` on ``prompt_ids``'s device."""
+    if not 0.0 <= p_mask_prompt <= 1.0:
+        raise ValueError(f"p_mask_prompt must lie in [0, 1], got {p_mask_prompt!r}")
+    draw = torch.rand(prompt_ids.shape, generator=generator, device=prompt_ids.device)
+    hide = (draw < p_mask_prompt) & prompt_mask.to(prompt_ids.device).bool()
+    return torch.where(hide, mask_token_id, prompt_ids)
+
+
+def d1_completion_logprobs(
+    model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion: torch.Tensor, mask_token_id: int
+) -> torch.Tensor:
+    """Per-token ``log p_theta(x_i | prompt, fully masked completion)`` ``[N, L]`` from one forward pass; the prompt
+    is used as given (already noised by `d1_mask_prompt` where wanted)."""
+    if completion.dim() != 2 or prompt_ids.dim() != 2 or prompt_ids.shape[0] != completion.shape[0]:
+        raise ValueError(
+            f"prompt_ids [N, P] and completion [N, L] must share N, got {tuple(prompt_ids.shape)} and "
+            f"{tuple(completion.shape)}"
+        )
+    device = model_device(model, completion.device)
+    prompt_ids, prompt_mask, completion = prompt_ids.to(device), prompt_mask.to(device).bool(), completion.to(device)
+    N, L = completion.shape
+    ids = torch.cat([prompt_ids, torch.full_like(completion, mask_token_id)], dim=1)
+    attention = torch.cat([prompt_mask, torch.ones((N, L), dtype=torch.bool, device=device)], dim=1)
+    logits = forward_logits(model, ids, attention, needs_attention_mask(model, prompt_mask))[:, -L:, :]
+    logits = logits.to(score_dtype(logits))
+    return torch.log_softmax(logits, -1).gather(-1, completion.unsqueeze(-1)).squeeze(-1)
 
 
 def d1_sequence_logprobs(
@@ -232,27 +276,11 @@ def d1_sequence_logprobs(
     p_mask_prompt: float,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """d1's one-step estimate of per-token log-probs ``[N, L]``: one forward on the prompt with each real prompt
-    token independently replaced by the mask id with probability ``p_mask_prompt`` (a fresh mask per call) and the
-    completion fully masked; returns ``log p_theta(x_i | masked input)`` at every completion position."""
-    if not 0.0 <= p_mask_prompt <= 1.0:
-        raise ValueError(f"p_mask_prompt must lie in [0, 1], got {p_mask_prompt!r}")
-    if completion.dim() != 2 or prompt_ids.dim() != 2 or prompt_ids.shape[0] != completion.shape[0]:
-        raise ValueError(
-            f"prompt_ids [N, P] and completion [N, L] must share N, got {tuple(prompt_ids.shape)} and "
-            f"{tuple(completion.shape)}"
-        )
+    """d1's one-step estimate of per-token log-probs ``[N, L]``: a fresh `d1_mask_prompt` draw, then
+    `d1_completion_logprobs` (completion fully masked, one forward)."""
     device = model_device(model, completion.device)
-    prompt_ids, prompt_mask, completion = prompt_ids.to(device), prompt_mask.to(device).bool(), completion.to(device)
-    draw = torch.rand(prompt_ids.shape, generator=generator, device=device)
-    hide = (draw < p_mask_prompt) & prompt_mask
-    noisy_prompt = torch.where(hide, mask_token_id, prompt_ids)
-    N, L = completion.shape
-    ids = torch.cat([noisy_prompt, torch.full_like(completion, mask_token_id)], dim=1)
-    attention = torch.cat([prompt_mask, torch.ones((N, L), dtype=torch.bool, device=device)], dim=1)
-    logits = forward_logits(model, ids, attention, needs_attention_mask(model, prompt_mask))[:, -L:, :]
-    logits = logits.to(score_dtype(logits))
-    return torch.log_softmax(logits, -1).gather(-1, completion.unsqueeze(-1)).squeeze(-1)
+    noisy = d1_mask_prompt(prompt_ids.to(device), prompt_mask, mask_token_id, p_mask_prompt, generator)
+    return d1_completion_logprobs(model, noisy, prompt_mask, completion, mask_token_id)
 
 
 def eos_completion_mask(completion: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
@@ -277,8 +305,9 @@ def d1_grpo_loss(
     eps_high: float = 0.2,
 ) -> torch.Tensor:
     """diffu-GRPO loss: per token ``-min(rho_i A, clip(rho_i, 1-eps_low, 1+eps_high) A) + beta * k3_i`` with
-    ``rho_i = exp(logp_i - old_logp_i)``; masked mean over each completion's tokens, then mean over completions.
-    ``logp``/``old_logp``/``ref_logp``/``completion_mask`` are ``[N, L]``, ``advantages`` ``[N]``."""
+    ``rho_i = exp(logp_i - old_logp_i)``, pooled over the micro-batch as d1 does: ``sum_{n,i} m_ni l_ni / sum m_ni``
+    (a long completion weighs more than a short one; not the per-completion mean). ``logp``/``old_logp``/``ref_logp``/
+    ``completion_mask`` are ``[N, L]``, ``advantages`` ``[N]``; an all-zero mask gives 0."""
     if eps_low < 0 or eps_high < 0 or eps_low >= 1:
         raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low!r}, eps_high={eps_high!r}")
     A = advantages.to(logp.dtype).unsqueeze(1)
@@ -287,4 +316,5 @@ def d1_grpo_loss(
     if ref_logp is not None and beta != 0.0:
         d = ref_logp - logp
         per_token = per_token + beta * (torch.exp(d) - d - 1.0)
-    return _masked_row_mean(per_token, completion_mask.bool()).mean()
+    mask = completion_mask.to(per_token.dtype)
+    return (per_token * mask).sum() / mask.sum().clamp_min(1.0)
