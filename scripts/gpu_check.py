@@ -60,7 +60,8 @@ def build_policy(shape: dict, device: torch.device, dtype: torch.dtype, seed: in
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from egspo.models.model import FAMILIES, DiffusionLM
+    from egspo.models.diffusion_lm import DiffusionLM
+    from egspo.models.families import FAMILIES
 
     config = LlamaConfig(hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
                          num_attention_heads=shape["heads"], num_key_value_heads=shape["heads"],
@@ -102,7 +103,7 @@ def check_bidirectional(policy, vocab, device) -> float:
 
 def run_benchmark(shape: dict, device: torch.device, dtype: torch.dtype, seed: int) -> dict:
     from egspo.core.advantages import group_centered
-    from egspo.models.model import ReferencePolicy
+    from egspo.models.reference import ReferencePolicy
     from egspo.core.objective import clipped_surrogate, kl_k3, step_batch, step_logprob, token_logprobs
     from egspo.rl.rollout_policy import MergedRollout
     from egspo.core.sampler import SamplerConfig, generate
@@ -216,7 +217,7 @@ def run_benchmark(shape: dict, device: torch.device, dtype: torch.dtype, seed: i
 
 def run_trainer(device: torch.device) -> dict:
     """Two iterations of the real RLTrainer (tiny LoRA model, bf16 on CUDA, rollout_policy auto)."""
-    from egspo.models.model import build_tiny_model
+    from egspo.models.tiny import build_tiny_model
     from egspo.rl.trainer import RLConfig, RLTrainer
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -43,7 +43,7 @@ def main() -> int:
     registry._REGISTRY["digits"] = f"{__name__}:DIGITS"
     importlib.import_module(__name__)
 
-    from egspo.models.model import build_tiny_model
+    from egspo.models.tiny import build_tiny_model
     from egspo.tasks.sudoku import generate_tiny
     from egspo.rl.trainer import RLConfig, RLTrainer
 

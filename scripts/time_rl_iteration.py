@@ -32,7 +32,7 @@ def main() -> None:
 
     import torch
 
-    from egspo.models.model import build_tiny_model
+    from egspo.models.tiny import build_tiny_model
     from egspo.tasks.sudoku import generate_tiny
     from egspo.rl.trainer import RLConfig, RLTrainer
 

@@ -46,7 +46,7 @@ def _register(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from egspo.models.model import build_tiny_model
+    from egspo.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny", hidden_size=32, num_layers=2, num_heads=2,
                             intermediate_size=64, max_len=64, seed=1)
@@ -124,7 +124,7 @@ def test_bad_tag_is_rejected(tiny_model, tmp_path):
 
 def test_adapter_checkpoint_evaluates_on_its_base(tiny_model, tmp_path):
     # A fresh LoRA adapter (B = 0) computes exactly the base model: same greedy completions from the adapter dir.
-    from egspo.models.model import load_model
+    from egspo.models.loading import load_model
 
     adapter = tmp_path / "adapter"
     load_model(tiny_model, lora={"r": 4, "alpha": 8, "dropout": 0.0}).save_pretrained(str(adapter))
@@ -141,7 +141,7 @@ def test_adapter_checkpoint_evaluates_on_its_base(tiny_model, tmp_path):
 
 @pytest.fixture(scope="module")
 def other_model(tmp_path_factory) -> Path:
-    from egspo.models.model import build_tiny_model
+    from egspo.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("model2") / "tiny2", hidden_size=32, num_layers=2, num_heads=2,
                             intermediate_size=64, max_len=64, seed=7)
@@ -149,13 +149,13 @@ def other_model(tmp_path_factory) -> Path:
 
 def test_grid_equals_single_file_runs_and_loads_each_model_once(tiny_model, other_model, tmp_path, monkeypatch):
     import egspo.core.generation_io
-    import egspo.models.model
+    import egspo.models.loading
 
     val = write_jsonl(tmp_path / "v.jsonl", [{"prompt": p, "id": i} for i, p in enumerate(["a", "q1+2=", "xyz"])])
     test = write_jsonl(tmp_path / "test.jsonl", [{"prompt": p, "id": i} for i, p in enumerate(["hello", "7", "k:"])])
     loads, encodes = [], []
-    real_load, real_encode = egspo.models.model.load_model, egspo.core.generation_io.encode_prompts
-    monkeypatch.setattr(egspo.models.model, "load_model", lambda path, **kw: loads.append(str(path)) or real_load(path, **kw))
+    real_load, real_encode = egspo.models.loading.load_model, egspo.core.generation_io.encode_prompts
+    monkeypatch.setattr(egspo.models.loading, "load_model", lambda path, **kw: loads.append(str(path)) or real_load(path, **kw))
     monkeypatch.setattr(egspo.core.generation_io, "encode_prompts",
                         lambda tok, texts: encodes.append(list(texts)) or real_encode(tok, texts))
     out_dir = tmp_path / "grid"
@@ -167,7 +167,7 @@ def test_grid_equals_single_file_runs_and_loads_each_model_once(tiny_model, othe
     written = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
     assert written == sorted(f"{c}/len{n}/{s}.{ext}" for c in ("step_1", "step_2") for n in (8, 16)
                              for s in ("validation", "test") for ext in ("jsonl", "metrics.json"))
-    monkeypatch.setattr(egspo.models.model, "load_model", real_load)
+    monkeypatch.setattr(egspo.models.loading, "load_model", real_load)
     monkeypatch.setattr(egspo.core.generation_io, "encode_prompts", real_encode)
     completions = {}
     for ckpt, model in (("step_1", tiny_model), ("step_2", other_model)):

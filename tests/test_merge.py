@@ -10,7 +10,9 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from egspo.cli import main as cli_main
 from egspo.models.merge import merge_adapter
-from egspo.models.model import build_tiny_model, load_model, load_tokenizer, save_model
+from egspo.models.loading import load_model, load_tokenizer
+from egspo.models.saving import save_model
+from egspo.models.tiny import build_tiny_model
 
 TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_len=32)
 

@@ -13,23 +13,12 @@ from torch import nn
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from egspo.cli import main as cli_main
-from egspo.models.model import (
-    FAMILIES,
-    LLADA_MASK_TOKEN_ID,
-    DiffusionLM,
-    ReferencePolicy,
-    atomic_output_dir,
-    build_tiny_model,
-    detect_family,
-    frozen_copy,
-    is_peft_model,
-    load_model,
-    load_tokenizer,
-    mask_token_id,
-    reference_logits_context,
-    save_model,
-    shift_logits_to_positions,
-)
+from egspo.models.diffusion_lm import DiffusionLM, is_peft_model, shift_logits_to_positions
+from egspo.models.families import FAMILIES, LLADA_MASK_TOKEN_ID, detect_family
+from egspo.models.loading import load_model, load_tokenizer, mask_token_id
+from egspo.models.reference import ReferencePolicy, frozen_copy, reference_logits_context
+from egspo.models.saving import atomic_output_dir, save_model
+from egspo.models.tiny import build_tiny_model
 from egspo.models.tokenizer import ALPHABET, build_char_tokenizer
 
 TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_len=48)

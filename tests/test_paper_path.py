@@ -208,7 +208,7 @@ GSM8K_ROWS = [  # the original openai/gsm8k schema: question, answer with '#### 
 
 
 def test_paper_code_path_rl_lora_merge_eval(tmp_path):
-    from egspo.models.model import build_tiny_model
+    from egspo.models.tiny import build_tiny_model
 
     model = build_tiny_model(tmp_path / "base", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
                              max_len=512, seed=0)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import egspo.tasks as task_registry
-from egspo.models.model import build_tiny_model, load_model
+from egspo.models.loading import load_model
+from egspo.models.tiny import build_tiny_model
 from egspo.rl.rollout_policy import LiveRollout, MergedRollout, lora_layers, make_rollout_policy, resolve_rollout_policy
 from egspo.rl.trainer import RLConfig, RLTrainer
 

@@ -15,7 +15,8 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 import egspo.sft.trainer as sft
 from egspo.cli import main as cli_main
-from egspo.models.model import build_tiny_model, load_model, load_tokenizer
+from egspo.models.loading import load_model, load_tokenizer
+from egspo.models.tiny import build_tiny_model
 from egspo.tasks.base import Task
 
 TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_len=32)

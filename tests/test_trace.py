@@ -40,7 +40,7 @@ def _register(monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from egspo.models.model import build_tiny_model
+    from egspo.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny", hidden_size=32, num_layers=2, num_heads=2,
                             intermediate_size=64, max_len=64, seed=2)

@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gradcheck": ("egspo.verify.gradcheck", "exact-enumeration check of every gradient estimator against the true gradient"),
     "grade": ("egspo.evaluation.grading", "score completions of a task: reward and correctness per row, accuracy summary"),
     "data": ("egspo.tasks.prepare", "write a task's train / validation / test JSONL files (tiny generators or real loaders)"),
-    "build-model": ("egspo.models.model", "build the tiny preset's masked-diffusion model and tokenizer as a HF directory"),
+    "build-model": ("egspo.models.tiny", "build the tiny preset's masked-diffusion model and tokenizer as a HF directory"),
     "sft": ("egspo.sft.trainer", "masked-diffusion supervised warm start (LLaDA's 1/t-weighted masked cross-entropy)"),
     "rl": ("egspo.rl.trainer", "RL post-training: diffu-GRPO, EGSPO, EGSPO-SA (checkpoint / resume)"),
     "eval": ("egspo.evaluation.evaluate", ("greedy generation over a grid (models x generation lengths x splits, each model "

@@ -168,7 +168,7 @@ def flags(options):
 def model_flags(command):
     """Loading and LoRA flags of a pretrained model (paper preset) for `egspo sft` / `egspo rl`; none for the tiny
     model, whose directory says it all. LoRA targets are passed only when configured (else the family default of
-    egspo.models.model: every attention and MLP projection)."""
+    egspo.models.families: every attention and MLP projection)."""
     m = C["model"]
     if command not in ("sft", "rl"):
         raise WorkflowError(f"model_flags: command must be sft or rl, got {command!r}")

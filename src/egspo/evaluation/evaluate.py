@@ -17,7 +17,7 @@ The JSONL holds every input row + ``completion``, ``reward``, ``correct`` and th
 metrics JSON ``accuracy`` (mean of ``correct``), ``n``, ``reward_mean``, every other numeric grader field averaged
 (e.g. ``cell_accuracy``), the generation settings, ``tags`` and each tag also at top level. Files are written
 atomically. A ``--model`` may be a plain HF model dir or a LoRA adapter checkpoint (loaded on its base through
-`egspo.models.model`). The sampling generator is reseeded with ``--seed`` for every (model, split, length), so each file
+`egspo.models.loading`). The sampling generator is reseeded with ``--seed`` for every (model, split, length), so each file
 equals a single-file run of the same triple.
 """
 
@@ -218,7 +218,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from egspo.utils.files import read_jsonl, write_json_atomic, write_jsonl_atomic
     from egspo.core.generation_io import encode_prompts
-    from egspo.models.model import load_model, load_tokenizer, mask_token_id
+    from egspo.models.loading import load_model, load_tokenizer, mask_token_id
     from egspo.core.sampler import SamplerConfig
     from egspo.tasks import get_task
 

@@ -76,7 +76,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from egspo.utils.files import read_jsonl, write_json_atomic
-    from egspo.models.model import load_model, load_tokenizer, mask_token_id
+    from egspo.models.loading import load_model, load_tokenizer, mask_token_id
     from egspo.core.sampler import SamplerConfig
     from egspo.tasks import get_task
 

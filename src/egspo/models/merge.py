@@ -11,7 +11,9 @@ import argparse
 import os
 from pathlib import Path
 
-from egspo.models.model import DiffusionLM, load_model, load_tokenizer, save_model
+from egspo.models.diffusion_lm import DiffusionLM
+from egspo.models.loading import load_model, load_tokenizer
+from egspo.models.saving import save_model
 
 
 def merge_adapter(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *,

@@ -79,7 +79,7 @@ def restore_rng_state(state: dict[str, Any], generator: torch.Generator | None) 
 
 def save_checkpoint(out_dir: str | os.PathLike, step: int, model, tokenizer, trainer_state: dict[str, Any]) -> Path:
     """Write ``step_{step}/`` atomically (model or adapter, tokenizer, ``trainer_state.pt``). Call on one process."""
-    from egspo.models.model import atomic_output_dir
+    from egspo.models.saving import atomic_output_dir
 
     target = checkpoint_path(out_dir, step)
     target.parent.mkdir(parents=True, exist_ok=True)

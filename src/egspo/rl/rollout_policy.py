@@ -60,7 +60,7 @@ class _Merged:
 
 
 def _peft_model(policy: nn.Module) -> nn.Module:
-    from egspo.models.model import DiffusionLM, is_peft_model
+    from egspo.models.diffusion_lm import DiffusionLM, is_peft_model
 
     inner = policy.model if isinstance(policy, DiffusionLM) else policy
     if not is_peft_model(inner):
@@ -162,7 +162,7 @@ class MergedRollout:
 
 def make_rollout_policy(choice: str, policy: nn.Module, *, device, quantized: bool = False):
     """A :class:`MergedRollout` or :class:`LiveRollout` for ``policy`` by :func:`resolve_rollout_policy`."""
-    from egspo.models.model import is_peft_model
+    from egspo.models.diffusion_lm import is_peft_model
 
     resolved = resolve_rollout_policy(choice, lora=is_peft_model(policy), device=device, quantized=quantized)
     return MergedRollout(policy) if resolved == "merged" else LiveRollout(policy)

@@ -273,7 +273,7 @@ class RLTrainer:
 
         from egspo.utils.files import read_jsonl
         from egspo.core.generation_io import encode_prompts
-        from egspo.models.model import load_tokenizer, mask_token_id
+        from egspo.models.loading import load_tokenizer, mask_token_id
         from egspo.rl.prompt_sampler import PromptOrder
         from egspo.core.sampler import SamplerConfig
         from egspo.tasks import get_task
@@ -305,7 +305,7 @@ class RLTrainer:
     # -- set-up ----------------------------------------------------------------------------------------------------
 
     def _load(self, path: str, **extra):
-        from egspo.models.model import load_model
+        from egspo.models.loading import load_model
 
         cfg = self.cfg
         device = self.device if not cfg.load_in_4bit else None
@@ -314,7 +314,7 @@ class RLTrainer:
 
     def _build_model(self) -> None:
         from egspo.rl.checkpointing import latest_checkpoint, load_trainer_state
-        from egspo.models.model import ReferencePolicy, frozen_copy
+        from egspo.models.reference import ReferencePolicy, frozen_copy
 
         cfg, acc = self.cfg, self.accelerator
         random.seed(cfg.seed)

@@ -193,7 +193,7 @@ def train(model: nn.Module, tokenizer: Any, train_examples: Sequence[SFTExample]
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    from egspo.models.model import mask_token_id as find_mask_id
+    from egspo.models.loading import mask_token_id as find_mask_id
 
     for name, value in (("max_steps", max_steps), ("batch_size", batch_size), ("grad_accum", grad_accum)):
         if value < 1:
@@ -313,7 +313,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
-    from egspo.models.model import load_model, load_tokenizer, save_model
+    from egspo.models.loading import load_model, load_tokenizer
+    from egspo.models.saving import save_model
 
     if args.format == "task" and not args.task:
         raise ValueError("--task is required with --format task")
