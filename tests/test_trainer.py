@@ -18,7 +18,9 @@ from safetensors.torch import load_file
 
 import egspo.tasks as task_registry
 from egspo.rl.prompt_sampler import PromptOrder
-from egspo.rl.trainer import RLConfig, RLTrainer, configure
+from egspo.rl.command import configure
+from egspo.rl.trainer import RLConfig, RLTrainer
+from egspo.rl.updates.base import IterationResult, UpdateStrategy
 from toy_task import TOY, ToyTask
 
 
@@ -224,14 +226,14 @@ def test_grad_accum_does_not_change_the_gradients(tiny_model, train_file, tmp_pa
     # which changes the random stream; here it is left unset.)
     recorded: list[list[torch.Tensor]] = []
     checkpointed: list[bool] = []
-    original = RLTrainer._optimizer_step
+    original = RLTrainer.optimizer_step
 
     def record(self):
         recorded.append([p.grad.detach().clone() for p in self.params])
         checkpointed.append(any(getattr(m, "gradient_checkpointing", False) for m in self.policy.modules()))
         return original(self)
 
-    monkeypatch.setattr(RLTrainer, "_optimizer_step", record)
+    monkeypatch.setattr(RLTrainer, "optimizer_step", record)
     runs = []
     for name, extra in (("plain", {}), ("accum", dict(grad_accum=4)), ("ckpt", dict(gradient_checkpointing=True))):
         recorded.clear()
@@ -245,6 +247,70 @@ def test_grad_accum_does_not_change_the_gradients(tiny_model, train_file, tmp_pa
         for other in others:
             for g1, g2 in zip(plain, other):
                 torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-7)
+
+
+# ---- update strategies -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm, loss_name", [("egspo", "egspo_loss"), ("diffu_grpo", "d1_grpo_loss")])
+def test_strategies_run_the_tested_loss(tiny_model, train_file, tmp_path, monkeypatch, algorithm, loss_name):
+    # The trainer's update goes through the function tests/test_objective.py checks: replacing it by a loss of 0
+    # leaves the parameters where they were (beta = 0, no weight decay), while the real one moves them.
+    import egspo.core.objective as objective
+
+    calls = []
+    real = getattr(objective, loss_name)
+
+    def zero_loss(logp, *args, **kwargs):
+        calls.append(len(logp))
+        return real(logp, *args, **kwargs) * 0.0
+
+    monkeypatch.setattr(objective, loss_name, zero_loss)
+    cfg = make_config(tiny_model, train_file, tmp_path / "run", algorithm=algorithm, lam=0.5, beta=0.0,
+                      weight_decay=0.0, grad_accum=2)
+    trainer = RLTrainer(cfg)
+    before = params_of(trainer)
+    trainer.run_iteration([0, 1])
+    assert calls == [4, 4, 4, 4]  # 2 optimizer steps (K = mu = 2) x 2 accumulated pieces of 4 rows
+    for k, v in params_of(trainer).items():
+        assert torch.equal(v, before[k]), f"{k} moved although the loss was zero"
+    monkeypatch.setattr(objective, loss_name, real)
+    trainer = RLTrainer(make_config(tiny_model, train_file, tmp_path / "real", algorithm=algorithm, lam=0.5,
+                                    beta=0.0, weight_decay=0.0))
+    trainer.run_iteration([0, 1])
+    assert any(not torch.equal(v, before[k]) for k, v in params_of(trainer).items())
+
+
+def test_a_registered_strategy_plugs_into_the_loop(tiny_model, train_file, tmp_path, monkeypatch):
+    # A new algorithm is one registered UpdateStrategy: the loop runs it, checkpoints and writes its metrics.
+    import egspo.rl.updates as updates
+
+    monkeypatch.setitem(updates.STRATEGIES, "constant", f"{__name__}:ConstantUpdate")
+    cfg = make_config(tiny_model, train_file, tmp_path / "run", algorithm="constant", max_steps=2)
+    assert "constant" in updates.algorithm_names()
+    trainer = RLTrainer(cfg)
+    trainer.train()
+    assert ConstantUpdate.seen == [8, 8]  # N = batch_size * G rows per iteration, rewards scored by the loop
+    assert [r["loss"] for r in read_metrics(tmp_path / "run")] == [0.25, 0.25]
+    monkeypatch.setitem(updates.STRATEGIES, "broken", "egspo.rl.config:RLConfig")
+    with pytest.raises(TypeError, match="not an UpdateStrategy"):
+        RLTrainer(make_config(tiny_model, train_file, tmp_path / "broken", algorithm="broken"))
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        make_config(tiny_model, train_file, tmp_path / "x", algorithm="nope").validate()
+
+
+class ConstantUpdate(UpdateStrategy):
+    """A do-nothing strategy: records the batch size, reports a fixed loss, takes no optimizer step."""
+
+    seen: list[int] = []
+
+    def update(self, rollout, rewards, rows, t0):
+        type(self).seen.append(len(rewards))
+        assert len(rows) == len(rollout) == len(rewards)
+        metrics = dict(loss=0.25, kl=None, clip_frac=0.0, grad_norm=None, advantage_abs_mean=0.0,
+                       onestep_reward_mean=None, time_rollout_s=0.0)
+        return IterationResult(rewards=rewards, advantages=torch.zeros_like(rewards), rollout=rollout,
+                               metrics=metrics)
 
 
 # ---- checkpoints and resume -----------------------------------------------------------------------------------------
