@@ -1,7 +1,6 @@
 # Stage 1: train / validation / test rows of a task, and the tiny model (built once, shared by every run).
 
-
-FULL_TASKS = [t for t in ("sudoku", "countdown", "gsm8k", "math500", "mbpp") if t not in PARTIAL_SPLITS]
+from egspo.workflow.plan import FULL_SPLIT_TASKS, PARTIAL_SPLITS, TINY_MODEL_KEYS
 
 
 rule data:
@@ -11,17 +10,15 @@ rule data:
         validation=data_path("{task}", "validation"),
         test=data_path("{task}", "test"),
     params:
-        out_dir=lambda wc: f"{W}/data/{wc.task}",
+        out_dir=lambda wc: PATHS.data_dir(wc.task),
         flags=flags(C["data"]),
     log:
         f"{LOGS}/data/{{task}}.log",
     wildcard_constraints:
-        task="|".join(FULL_TASKS),
-    threads: res("data", "threads")
+        task="|".join(FULL_SPLIT_TASKS),
+    threads: PLAN.resource("data", "threads")
     resources:
-        mem_mb=res("data", "mem_mb"),
-        runtime=res("data", "runtime"),
-        gpu=res("data", "gpu"),
+        **PLAN.resources("data"),
     shell:
         "export OMP_NUM_THREADS={threads}; "
         "{EGSPO} data --task {wildcards.task} --out-dir {params.out_dir} {params.flags} > {log} 2>&1"
@@ -32,17 +29,15 @@ rule data_split:
     output:
         data_path("{task}", "{split}"),
     params:
-        out_dir=lambda wc: f"{W}/data/{wc.task}",
+        out_dir=lambda wc: PATHS.data_dir(wc.task),
         flags=flags(C["data"]),
     log:
         f"{LOGS}/data/{{task}}_{{split}}.log",
     wildcard_constraints:
         task="|".join(PARTIAL_SPLITS),
-    threads: res("data", "threads")
+    threads: PLAN.resource("data", "threads")
     resources:
-        mem_mb=res("data", "mem_mb"),
-        runtime=res("data", "runtime"),
-        gpu=res("data", "gpu"),
+        **PLAN.resources("data"),
     shell:
         "export OMP_NUM_THREADS={threads}; "
         "{EGSPO} data --task {wildcards.task} --splits {wildcards.split} --out-dir {params.out_dir} {params.flags} "
@@ -51,15 +46,13 @@ rule data_split:
 
 rule build_model:
     output:
-        directory(INIT_MODEL),
+        directory(PATHS.init_model),
     params:
         flags=flags({k: C["model"][k] for k in TINY_MODEL_KEYS if k in C["model"]}),
     log:
-        f"{LOGS}/build_model.log",
-    threads: res("build_model", "threads")
+        PATHS.log("build_model"),
+    threads: PLAN.resource("build_model", "threads")
     resources:
-        mem_mb=res("build_model", "mem_mb"),
-        runtime=res("build_model", "runtime"),
-        gpu=res("build_model", "gpu"),
+        **PLAN.resources("build_model"),
     shell:
         "export OMP_NUM_THREADS={threads}; {EGSPO} build-model --out {output} {params.flags} > {log} 2>&1"

@@ -1,20 +1,7 @@
 # Stage 2: the masked-diffusion SFT warm start of each train task and seed, from the base model (or one shared warm
 # start on s1K-style data when `sft.data` is a path: run name `s1k`).
 
-
-def sft_args(wc):
-    """Arguments of `egspo sft` for run {wc.task} (a train task, or `s1k`)."""
-    options = {k: v for k, v in sft_settings(wc.task).items() if k not in ("enabled", "data", "seed")}
-    if wc.task == "s1k":
-        data = f"--format s1k --train {shlex.quote(C['sft']['data'])}"
-    else:
-        data = f"--task {wc.task} --train {data_path(wc.task, 'train')}"
-    return (f"sft --model {base_model()} {data} --out {sft_dir_of_run(wc.task, wc.seed)} --seed {wc.seed} "
-            f"--style {STYLE} {flags(options)} {model_flags('sft')}")
-
-
-def sft_dir_of_run(run, seed):
-    return f"{W}/sft/{run}/seed{seed}"
+from egspo.workflow.shell import sft_args
 
 
 def sft_train_input(wc):
@@ -24,19 +11,17 @@ def sft_train_input(wc):
 rule sft:
     input:
         train=sft_train_input,
-        model=base_model_inputs(),
+        model=PLAN.base_model_inputs(),
     output:
-        directory(sft_dir_of_run("{task}", "{seed}")),
+        directory(PATHS.sft_dir("{task}", "{seed}")),
     params:
-        settings=lambda wc: sft_args(wc),  # evaluable when Snakemake decides reruns (see rl.smk)
-        command=lambda wc, resources: launch_command("sft", resources, sft_args(wc)),
+        settings=lambda wc: sft_args(PLAN, wc.task, wc.seed),  # evaluable when Snakemake decides reruns (rl.smk)
+        command=lambda wc, resources: LAUNCHER.command("sft", int(resources.gpu), int(resources.nodes),
+                                                       sft_args(PLAN, wc.task, wc.seed)),
     log:
         f"{LOGS}/sft/{{task}}/seed{{seed}}.log",
-    threads: res("sft", "threads")
+    threads: PLAN.resource("sft", "threads")
     resources:
-        mem_mb=res("sft", "mem_mb"),
-        runtime=res("sft", "runtime"),
-        gpu=res("sft", "gpu"),
-        nodes=res("sft", "nodes", 1),
+        **PLAN.resources("sft", multi_node=True),
     shell:
         "export OMP_NUM_THREADS={threads}; {params.command} > {log} 2>&1"

@@ -12,25 +12,16 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from egspo.rl.run_layout import STEP_DIR as _STEP_DIR, checkpoint_path, checkpoint_root  # noqa: F401 (re-exported)
 from egspo.utils.files import atomic_write_text
 
 STATE_FILE = "trainer_state.pt"
-_STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-def checkpoint_root(out_dir: str | os.PathLike) -> Path:
-    return Path(out_dir) / "checkpoints"
-
-
-def checkpoint_path(out_dir: str | os.PathLike, step: int) -> Path:
-    return checkpoint_root(out_dir) / f"step_{int(step)}"
 
 
 def complete_checkpoints(out_dir: str | os.PathLike) -> list[tuple[int, Path]]:

@@ -1,0 +1,66 @@
+"""Cross-field rules of a configuration that its JSON schema cannot express, checked before any job starts; each
+error names the config key."""
+
+from __future__ import annotations
+
+import itertools
+
+from egspo.workflow.config import ConfigError
+from egspo.workflow.plan import Plan, task_splits
+from egspo.workflow.schedule import check_block_schedule
+
+
+def check_methods(plan: Plan) -> None:
+    """Every method on every train task: an algorithm, a valid block schedule, k <= T (k = T for `all`), and a save
+    interval within max_steps."""
+    for (method, entry), task in itertools.product(plan.C["methods"].items(), plan.rl_tasks):
+        if "algorithm" not in entry:
+            raise ConfigError(f"config key 'methods.{method}': missing 'algorithm' (egspo or diffu_grpo)")
+        s = plan.method_settings(method, task)
+        where = f"config key 'methods.{method}' (merged over 'rl' and 'task_settings.{task}.rl')"
+        check_block_schedule(where, s["gen_length"], s["steps"], s["block_length"])
+        if s["k"] > s["steps"]:
+            raise ConfigError(f"{where}: k = {s['k']} exceeds its steps T = {s['steps']}")
+        if s["selection"] == "all" and s["k"] != s["steps"]:
+            raise ConfigError(f"{where}: k = {s['k']}: selection 'all' needs k = steps = {s['steps']}")
+        if s["save_every"] > s["max_steps"]:
+            raise ConfigError(f"{where}: save_every = {s['save_every']} exceeds max_steps = {s['max_steps']}")
+
+
+def check_references(plan: Plan) -> None:
+    """Names that must refer to something: compared / ablated / traced methods, train tasks."""
+    C, start = plan.C, plan.start
+    for method in C["compare"]:
+        if method != start and method not in C["methods"]:
+            raise ConfigError(f"config key 'compare' entry {method!r} is neither {start!r} (the model before RL) "
+                              f"nor a key of 'methods'")
+    if start not in C["compare"]:
+        raise ConfigError(f"config key 'compare' must contain {start!r}: the tables report RL minus {start}")
+    for name, ablation in C["ablations"].items():
+        for method in ablation["methods"]:
+            if method not in C["methods"]:
+                raise ConfigError(f"config key 'ablations.{name}.methods' entry {method!r} is not a key of 'methods'")
+    if C["trace"]["method"] not in C["methods"]:
+        raise ConfigError(f"config key 'trace.method' = {C['trace']['method']!r} is not a key of 'methods'")
+    for task in plan.tasks:
+        if "train" not in task_splits(plan.train_task(task)):
+            raise ConfigError(f"task {task!r} has no train split: set config key 'train_tasks.{task}' to the task "
+                              f"its RL run trains on (e.g. kodcode)")
+
+
+def check_config(plan: Plan) -> None:
+    """Every cross-field rule of `plan`'s configuration; raises ConfigError naming the key."""
+    C = plan.C
+    check_methods(plan)
+    if C["sft"].get("data"):
+        per_task = [t for t, entry in C.get("task_settings", {}).items() if "sft" in entry]
+        if per_task:
+            raise ConfigError(f"config key 'task_settings.{per_task[0]}.sft': with 'sft.data' set every task "
+                              f"shares one warm start, so SFT settings cannot differ per task")
+    for length in C["eval"]["gen_lengths"]:
+        check_block_schedule(f"config key 'eval.gen_lengths' entry {length}", length, plan.eval_steps(length),
+                             C["eval"]["block_length"])
+    check_references(plan)
+    if C["model"]["kind"] == "tiny" and C["data"]["source"] == "hub":
+        raise ConfigError("config key 'data.source' = 'hub' needs a pretrained model (model.kind), "
+                          "the tiny model's tokenizer only covers the tiny tasks' alphabet")
