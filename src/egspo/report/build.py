@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from egspo.report import tables
+from egspo.utils import numerics
 from egspo.utils.files import iter_jsonl_objects
 
 
@@ -58,6 +59,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     acc.add_argument("--gains", help="output stem of the paired-difference table (needs --reference)")
     acc.add_argument("--figure", help="output stem: STEM.png and STEM.pdf")
     acc.add_argument("--paper-reference", action="store_true", help="append the paper's reported numbers")
+    acc.add_argument("--environment", help="also write this JSON: versions, Python, pinned instruction set, "
+                                           "processor (egspo.utils.numerics.describe)")
     acc.add_argument("--title", default="Accuracy by task, generation length and method")
 
     cur = sub.add_parser("curves", help="reward and KL against step, mean over seeds with a band")
@@ -130,6 +133,8 @@ def run_accuracy(args: argparse.Namespace) -> int:
             gains, f"{args.title}: paired differences against {tables.method_label(args.reference)}"))
     if args.figure:
         accuracy_bars(summary, args.methods, args.figure, args.title)
+    if args.environment:
+        numerics.write_description(args.environment)
     return 0
 
 
