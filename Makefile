@@ -1,5 +1,8 @@
 # Two commands a user needs: `make run` (default pipeline, tiny preset) and `make test`.
-# Both create .venv on first use: torch 2.13.0 (CPU wheel) first, then this project with its test extra.
+# Both create .venv on first use: torch 2.13.0 (CPU wheel) first, then this project with its test extra, every
+# package at the exact version of requirements.lock (the versions the committed results/ were made with).
+# Every `egspo` command pins its CPU numerics itself (egspo.utils.numerics: AVX2 kernels in PyTorch, MKL and
+# oneDNN, fixed threads, deterministic algorithms); `make run` prints the pin first. EGSPO_NUMERICS=native unpins.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -9,19 +12,25 @@ STAMP := $(VENV)/.installed-stamp
 TORCH_PIP_FLAGS ?=
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test test-slow test-slurm test-all setup clean-results
+.PHONY: run test test-slow test-slurm test-all setup clean-results lock
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_PIP_FLAGS) torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[test]'
 	touch $@
 
 run: $(STAMP)
+	$(BIN)/python -m egspo.utils.numerics
 	$(BIN)/snakemake --cores all --profile profiles/local
+
+# Rewrite requirements.lock from .venv after a deliberate upgrade (then rerun `make run` and commit both).
+lock: $(STAMP)
+	{ sed -n '/^#/p' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable \
+	  | sed -E 's/^(torch==[0-9.]+)\+[a-z0-9]+$$/\1/'; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
