@@ -206,3 +206,17 @@ def test_ablation_target_and_paper_preset_parse(tmp_path):
     assert res.returncode == 0, res.output[-3000:]
     counts = job_counts(res.output)
     assert counts["eval_egspo_sa_all"] == 1 and counts["eval"] == 3 and counts["eval_start"] == 1
+
+
+def test_literal_slurm_profile_command_resolves(tmp_path):
+    """The design card's `snakemake --cores all --profile slurm`, from the repository root: Snakemake looks up a bare
+    profile name in the current directory first, where `slurm` is a link to profiles/slurm (tracked in git, so a fresh
+    clone has it). Dry run; --directory keeps .snakemake/ out of the checkout."""
+    link = REPO / "slurm"
+    assert link.is_symlink() and link.resolve() == (REPO / "profiles" / "slurm").resolve()
+    cmd = [str(SNAKEMAKE), "--cores", "all", "--profile", "slurm", "-n", "--directory", str(tmp_path)]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert "Using profile slurm for setting default command line arguments." in out
+    assert job_counts(out) == expected_default_counts()
