@@ -285,3 +285,74 @@ def test_loss_gradient_matches_finite_differences(variant):
     numeric = (values[0] - values[1]) / (2 * h)
     assert abs(analytic) > 1e-6
     assert analytic == pytest.approx(numeric, rel=2e-5)
+
+
+# ---- `egspo rl --algorithm spg` in the loop (fixtures of tests/test_trainer.py) ------------------------------------
+
+from test_trainer import _register_tasks, make_config, params_of, read_metrics, tiny_model, train_file  # noqa: E402,F401
+
+
+def _grads_per_step(monkeypatch, cfg):
+    from egspo.rl.trainer import RLTrainer
+
+    recorded = []
+    original = RLTrainer.optimizer_step
+
+    def record(self):
+        recorded.append([p.grad.detach().clone() for p in self.params])
+        return original(self)
+
+    monkeypatch.setattr(RLTrainer, "optimizer_step", record)
+    RLTrainer(cfg).train()
+    monkeypatch.setattr(RLTrainer, "optimizer_step", original)
+    return recorded
+
+
+@pytest.mark.parametrize("variant, masking", [("mix", "block_random"), ("eubo", "random"), ("elbo", "block_random")])
+def test_rl_spg_runs_the_tested_loss_and_accumulates_exactly(tiny_model, train_file, tmp_path, monkeypatch,
+                                                             variant, masking):
+    import egspo.core.spg as spg
+    from egspo.rl.trainer import RLTrainer
+
+    settings = dict(algorithm="spg", beta=0.0, spg_variant=variant, spg_masking=masking, spg_beta=1.0)
+    calls = []
+    real = spg.spg_loss
+    monkeypatch.setattr(spg, "spg_loss", lambda seq, *a: (calls.append(len(seq)), real(seq, *a) * 0.0)[1])
+    trainer = RLTrainer(make_config(tiny_model, train_file, tmp_path / "zero", weight_decay=0.0, grad_accum=2,
+                                    **settings))
+    before = params_of(trainer)
+    trainer.run_iteration([0, 1])
+    assert calls == [4, 4, 4, 4]  # mu = 2 optimizer steps x 2 pieces of 4 rows
+    assert all(torch.equal(v, before[k]) for k, v in params_of(trainer).items())
+    monkeypatch.setattr(spg, "spg_loss", real)
+    plain = _grads_per_step(monkeypatch, make_config(tiny_model, train_file, tmp_path / "a", **settings))
+    accum = _grads_per_step(monkeypatch, make_config(tiny_model, train_file, tmp_path / "b", grad_accum=4,
+                                                     **settings))
+    assert len(plain) == len(accum) == 2
+    for g_plain, g_accum in zip(plain, accum, strict=True):
+        assert any(float(g.abs().max()) > 1e-6 for g in g_plain)
+        for g1, g2 in zip(g_plain, g_accum, strict=True):
+            torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-7)
+
+
+def test_rl_spg_resume_reproduces_an_uninterrupted_run(tiny_model, train_file, tmp_path):
+    from safetensors.torch import load_file
+
+    from egspo.rl.trainer import RLTrainer
+
+    common = dict(algorithm="spg", beta=0.0, save_every=2, batch_size=4)
+    RLTrainer(make_config(tiny_model, train_file, tmp_path / "straight", max_steps=4, **common)).train()
+    RLTrainer(make_config(tiny_model, train_file, tmp_path / "split", max_steps=2, **common)).train()
+    RLTrainer(make_config(tiny_model, train_file, tmp_path / "split", max_steps=4, **common)).train()
+    a = load_file(tmp_path / "straight" / "checkpoints" / "step_4" / "model.safetensors")
+    b = load_file(tmp_path / "split" / "checkpoints" / "step_4" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = read_metrics(tmp_path / "split")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(r["spg_elbo_per_token"] < 0 for r in rows)
+
+
+def test_rl_spg_settings_are_checked(tiny_model, train_file, tmp_path):
+    for overrides, message in ((dict(spg_variant="upper"), "spg_variant"), (dict(spg_beta=0.0), "spg_beta"),
+                               (dict(spg_mix_weight=1.5), "spg_mix_weight"), (dict(spg_num_t=3), "spg_num_t")):
+        with pytest.raises(ValueError, match=message):
+            make_config(tiny_model, train_file, tmp_path / "x", algorithm="spg", **overrides).validate()

@@ -122,3 +122,76 @@ def test_a_gradient_step_raises_the_better_completion_and_lowers_the_worse():
                 p.sub_(1e-4 * p.grad)
     change = seq().detach() - before
     assert change[0] > 0 and change[1] < 0  # A = +0.7 / -0.7 in the first group
+
+
+def test_pieces_add_up_to_the_loss():
+    from egspo.core.wd1 import piece_loss, row_coefficients
+
+    lp = torch.tensor([-2.0, -5.0, -1.0, -3.0, -0.5, -4.0], dtype=torch.float64)
+    A = torch.tensor([1.0, -1.0, 0.3, -0.3, 0.0, 0.2], dtype=torch.float64)
+    coef = row_coefficients(A, 2)
+    total = sum(piece_loss(lp[s], coef[s], 3) for s in (slice(0, 1), slice(1, 4), slice(4, 6)))
+    assert float(total) == pytest.approx(float(wd1_loss(lp, A, 2)), rel=1e-14)
+
+
+# ---- `egspo rl --algorithm wd1` in the loop (fixtures of tests/test_trainer.py) ------------------------------------
+
+from test_trainer import _register_tasks, make_config, params_of, read_metrics, tiny_model, train_file  # noqa: E402,F401
+
+
+def _grads_per_step(monkeypatch, cfg):
+    from egspo.rl.trainer import RLTrainer
+
+    recorded = []
+    original = RLTrainer.optimizer_step
+
+    def record(self):
+        recorded.append([p.grad.detach().clone() for p in self.params])
+        return original(self)
+
+    monkeypatch.setattr(RLTrainer, "optimizer_step", record)
+    RLTrainer(cfg).train()
+    monkeypatch.setattr(RLTrainer, "optimizer_step", original)
+    return recorded
+
+
+def test_rl_wd1_runs_the_tested_loss_and_accumulates_exactly(tiny_model, train_file, tmp_path, monkeypatch):
+    import egspo.core.wd1 as wd1
+
+    calls = []
+    real = wd1.piece_loss
+    monkeypatch.setattr(wd1, "piece_loss", lambda seq, *a: (calls.append(len(seq)), real(seq, *a) * 0.0)[1])
+    from egspo.rl.trainer import RLTrainer
+
+    trainer = RLTrainer(make_config(tiny_model, train_file, tmp_path / "zero", algorithm="wd1", beta=0.0,
+                                    weight_decay=0.0, grad_accum=2))
+    before = params_of(trainer)
+    trainer.run_iteration([0, 1])
+    assert calls == [4, 4, 4, 4]  # mu = 2 optimizer steps x 2 pieces of 4 rows
+    assert all(torch.equal(v, before[k]) for k, v in params_of(trainer).items())
+    monkeypatch.setattr(wd1, "piece_loss", real)
+    plain = _grads_per_step(monkeypatch, make_config(tiny_model, train_file, tmp_path / "a", algorithm="wd1",
+                                                     beta=0.0))
+    accum = _grads_per_step(monkeypatch, make_config(tiny_model, train_file, tmp_path / "b", algorithm="wd1",
+                                                     beta=0.0, grad_accum=4))
+    assert len(plain) == len(accum) == 2
+    for g_plain, g_accum in zip(plain, accum, strict=True):
+        assert any(float(g.abs().max()) > 1e-6 for g in g_plain)
+        for g1, g2 in zip(g_plain, g_accum, strict=True):
+            torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-7)
+
+
+def test_rl_wd1_resume_reproduces_an_uninterrupted_run(tiny_model, train_file, tmp_path):
+    from safetensors.torch import load_file
+
+    from egspo.rl.trainer import RLTrainer
+
+    common = dict(algorithm="wd1", beta=0.0, save_every=2, batch_size=4)
+    RLTrainer(make_config(tiny_model, train_file, tmp_path / "straight", max_steps=4, **common)).train()
+    RLTrainer(make_config(tiny_model, train_file, tmp_path / "split", max_steps=2, **common)).train()
+    RLTrainer(make_config(tiny_model, train_file, tmp_path / "split", max_steps=4, **common)).train()
+    a = load_file(tmp_path / "straight" / "checkpoints" / "step_4" / "model.safetensors")
+    b = load_file(tmp_path / "split" / "checkpoints" / "step_4" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = read_metrics(tmp_path / "split")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(r["clip_frac"] is None for r in rows)

@@ -46,13 +46,27 @@ def sequence_logp(token_logp: torch.Tensor, completion_mask: torch.Tensor) -> to
     return (token_logp * completion_mask.to(token_logp.dtype)).sum(-1)
 
 
+def row_coefficients(advantages: torch.Tensor, group_size: int) -> torch.Tensor:
+    """``w-_i - w+_i`` [N]: the loss is linear in the log-likelihoods, ``sum_i coef_i * seq_logp_i`` per group, so
+    rows can be processed in any pieces once the coefficients of the whole batch are known."""
+    w_pos, w_neg = wd1_weights(advantages, group_size)
+    return w_neg - w_pos
+
+
+def piece_loss(seq_logp: torch.Tensor, coefficients: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """``sum_i coef_i * seq_logp_i / n_groups`` over any subset of rows: the pieces of a batch add up to `wd1_loss`."""
+    if seq_logp.shape != coefficients.shape:
+        raise ValueError(f"seq_logp {tuple(seq_logp.shape)} and coefficients {tuple(coefficients.shape)} differ "
+                         "in shape")
+    return (coefficients.to(seq_logp.dtype) * seq_logp).sum() / n_groups
+
+
 def wd1_loss(seq_logp: torch.Tensor, advantages: torch.Tensor, group_size: int) -> torch.Tensor:
     """Mean over prompt groups of ``sum_i (w-_i - w+_i) * seq_logp_i`` (``seq_logp`` and ``advantages`` [N])."""
     if seq_logp.shape != advantages.shape:
         raise ValueError(f"seq_logp {tuple(seq_logp.shape)} and advantages {tuple(advantages.shape)} differ in shape")
-    w_pos, w_neg = wd1_weights(advantages.to(seq_logp.dtype), group_size)
-    per_row = (w_neg - w_pos) * seq_logp
-    return _groups(per_row, group_size).sum(1).mean()
+    coefficients = row_coefficients(advantages.to(seq_logp.dtype), group_size)
+    return piece_loss(seq_logp, coefficients, seq_logp.shape[0] // group_size)
 
 
-__all__ = ["sequence_logp", "wd1_loss", "wd1_weights"]
+__all__ = ["piece_loss", "row_coefficients", "sequence_logp", "wd1_loss", "wd1_weights"]

@@ -25,6 +25,8 @@ import importlib
 STRATEGIES: dict[str, str] = {
     "egspo": "egspo.rl.updates.egspo:EGSPOUpdate",
     "diffu_grpo": "egspo.rl.updates.diffu_grpo:DiffuGRPOUpdate",
+    "wd1": "egspo.rl.updates.wd1:WD1Update",
+    "spg": "egspo.rl.updates.spg:SPGUpdate",
 }
 
 
