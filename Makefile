@@ -29,7 +29,7 @@ run: $(STAMP)
 
 # Rewrite requirements.lock from .venv after a deliberate upgrade (then rerun `make run` and commit both).
 lock: $(STAMP)
-	{ sed -n '/^#/p' requirements.lock; $(BIN)/python -m pip freeze --exclude-editable \
+	{ sed -n '/^#/p' requirements.lock; $(BIN)/python -m pip freeze --all --exclude-editable | grep -v '^pip==' \
 	  | sed -E 's/^(torch==[0-9.]+)\+[a-z0-9]+$$/\1/'; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
 
 test: $(STAMP)
