@@ -16,6 +16,14 @@ MBPP = get_task("mbpp")
 KODCODE = get_task("kodcode")
 
 
+@pytest.fixture(autouse=True)
+def _deadline_only_a_broken_sandbox_reaches(monkeypatch):
+    """No test here is about timeouts: a deadline far above any program's run time keeps them independent of the
+    machine's load (10 s, the tasks' default, was reached by a reference solution on a loaded 2-core machine)."""
+    for task in (HUMANEVAL, MBPP, KODCODE):
+        monkeypatch.setattr(task, "timeout_s", 120.0)
+
+
 def d1(code: str, reasoning: str = "Think.") -> str:
     return f"<reasoning>\n{reasoning}\n</reasoning>\n<answer>\n```python\n{code}```\n</answer>"
 
