@@ -71,10 +71,10 @@ def test_token_logprobs_match_rollout_and_chunking(rollout_and_model):
     handle.remove()
     assert calls == [1] + [1] * math.ceil(12 / 5)
     torch.testing.assert_close(full, chunked)
-    torch.testing.assert_close(full.float(), sb.old_logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(full, sb.old_logprobs.to(full.dtype), atol=1e-5, rtol=0)
     assert (full[~sb.target_mask] == 0).all()
     # per-step sums reproduce the rollout's step log-probs
-    torch.testing.assert_close(step_logprob(full, sb.target_mask).float().view(3, 4), out.step_logprobs,
+    torch.testing.assert_close(step_logprob(full, sb.target_mask).view(3, 4), out.step_logprobs.to(full.dtype),
                                atol=1e-5, rtol=0)
     lp, packed = token_logprobs(model, sb, return_logits_at_targets=True)
     assert packed.shape == (int(sb.target_mask.sum()), 16)

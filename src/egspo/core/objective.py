@@ -10,7 +10,11 @@ Reductions (documented choices):
   ``rho = exp(logpi_theta - logpi_old)`` of the step's (summed or mean) log-probability; it returns the loss per row.
 * ``kl_k3`` / ``kl_exact`` return per row the mean over ``U_j`` of a per-token KL (0 for a row without targets;
   ``step_batch`` never makes one, every step commits at least one token).
-* ``egspo_loss`` averages ``clipped + beta * kl`` over the valid rows.
+* ``egspo_loss`` averages ``(clipped + beta * kl) / scale`` over the valid rows.
+
+Authors-exact forms (docs/fidelity.md; egspo_trainer.py at a7d618b, lines 106-146): ``kl_k3_step`` is k3 of the
+step's *summed* log-prob difference, ``kl_exact(..., reduction="sum", log_eps=1e-10)`` the exact KL summed over
+``U_j`` with both logs taken as ``log(softmax + 1e-10)``, and ``scale = L // T`` (tokens per step).
 * ``d1_grpo_loss`` follows d1 (``diffu_grpo_trainer.py`` line 121 at 837888f): per-token clipped loss + ``beta * k3``
   pooled over the micro-batch, ``sum_{n,i} m_ni l_ni / sum_{n,i} m_ni`` (one token count for all completions).
 """
@@ -100,9 +104,11 @@ def step_batch(rollout: Rollout, steps: torch.Tensor) -> StepBatch:
     )
 
 
-def token_logprobs(model, batch: StepBatch, micro_batch: int | None = None, return_logits_at_targets: bool = False):
+def token_logprobs(model, batch: StepBatch, micro_batch: int | None = None, return_logits_at_targets: bool = False,
+                   attend_to_pads: bool = False):
     """``log p_theta(x_i | S_j)`` for every target position, ``[M, L]`` (0 off ``target_mask``), by batched forwards
     over chunks of ``micro_batch`` rows (all rows at once when None). Gradients flow when grad is enabled.
+    ``attend_to_pads``: call the model without an attention mask (the authors' forward; left pads are attended).
 
     With ``return_logits_at_targets`` also returns the logits at the target positions packed as ``[S, V]`` in the
     row-major order of ``batch.target_mask.nonzero()`` (S = number of targets), for `kl_exact`.
@@ -113,7 +119,7 @@ def token_logprobs(model, batch: StepBatch, micro_batch: int | None = None, retu
     chunk = M if micro_batch is None else micro_batch
     device = model_device(model, batch.input_ids.device)
     padded = batch.has_padding if batch.has_padding is not None else not bool(batch.attention_mask.all())
-    pass_mask = padded and accepts_attention_mask(model)
+    pass_mask = padded and not attend_to_pads and accepts_attention_mask(model)
     L = batch.gen_length
     # Gather a fixed number of positions per row (the targets and, in rows with fewer, some non-targets that are
     # zeroed): no data-dependent shapes, so no host-device synchronisation in the loop.
@@ -179,9 +185,24 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> tor
     return _masked_row_mean(torch.exp(d) - d - 1.0, mask)
 
 
-def kl_exact(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Exact ``KL(pi_theta || pi_ref) = sum_v p log(p / q)`` per target position, averaged over ``mask`` per row
-    ``[M]``. ``logits``/``ref_logits`` are either ``[M, L, V]`` or packed ``[S, V]`` at ``mask.nonzero()``."""
+def kl_k3_step(step_logp: torch.Tensor, ref_step_logp: torch.Tensor) -> torch.Tensor:
+    """The authors' k3 per row ``[M]``: ``exp(d) - d - 1`` with ``d = log pi_ref(S_{j+1}|S_j) - log pi(S_{j+1}|S_j)``,
+    the difference of the *summed* step log-probs (k3 of the joint step distribution, not a per-token mean)."""
+    d = ref_step_logp - step_logp
+    return torch.exp(d) - d - 1.0
+
+
+KL_REDUCTIONS = ("mean", "sum")
+
+
+def kl_exact(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor, reduction: str = "mean",
+             log_eps: float = 0.0) -> torch.Tensor:
+    """Exact ``KL(pi_theta || pi_ref) = sum_v p log(p / q)`` per target position, averaged (``reduction="mean"``) or
+    summed (``"sum"``: the KL of the step's joint distribution) over ``mask`` per row ``[M]``. ``logits``/
+    ``ref_logits`` are either ``[M, L, V]`` or packed ``[S, V]`` at ``mask.nonzero()``. ``log_eps > 0`` takes both
+    logs as ``log(softmax + log_eps)`` and ``p = softmax + log_eps`` (the authors' 1e-10)."""
+    if reduction not in KL_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {KL_REDUCTIONS}, got {reduction!r}")
     if logits.shape != ref_logits.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and ref_logits {tuple(ref_logits.shape)} differ in shape")
     if logits.dim() == 3:
@@ -189,12 +210,44 @@ def kl_exact(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor)
     if logits.shape[0] != int(mask.sum()):
         raise ValueError(f"packed logits have {logits.shape[0]} rows but mask selects {int(mask.sum())} positions")
     dtype = score_dtype(logits)
-    logp = torch.log_softmax(logits.to(dtype), -1)
-    logq = torch.log_softmax(ref_logits.to(dtype), -1)
+    if log_eps > 0:
+        logp = torch.log(torch.softmax(logits.to(dtype), -1) + log_eps)
+        logq = torch.log(torch.softmax(ref_logits.to(dtype), -1) + log_eps)
+    else:
+        logp = torch.log_softmax(logits.to(dtype), -1)
+        logq = torch.log_softmax(ref_logits.to(dtype), -1)
     p = logp.exp()
     per_pos = torch.where(p > 0, p * (logp - logq), torch.zeros((), dtype=dtype, device=p.device)).sum(-1)
     full = torch.zeros(mask.shape, dtype=dtype, device=p.device).masked_scatter(mask, per_pos)
+    if reduction == "sum":
+        return full.sum(-1)
     return _masked_row_mean(full, mask)
+
+
+KL_ESTIMATORS = ("k3", "exact")
+KL_FORMS = ("token_mean", "step_sum")
+
+
+def step_kl(estimator: str, form: str, tok_lp: torch.Tensor, ref_tok_lp: torch.Tensor | None, mask: torch.Tensor,
+            logits: torch.Tensor | None = None, ref_logits: torch.Tensor | None = None,
+            log_eps: float = 0.0) -> torch.Tensor:
+    """KL penalty per row ``[M]`` of one selected step. ``form="token_mean"``: `kl_k3` (per-token k3 of
+    ``tok_lp``/``ref_tok_lp`` ``[M, L]``) or `kl_exact` averaged over ``U_j``; ``form="step_sum"`` (the authors'):
+    `kl_k3_step` of the summed step log-probs or `kl_exact` summed over ``U_j``. ``exact`` needs the (packed)
+    ``logits``/``ref_logits`` of `token_logprobs(..., return_logits_at_targets=True)`."""
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")
+    if form not in KL_FORMS:
+        raise ValueError(f"kl_form must be one of {KL_FORMS}, got {form!r}")
+    if estimator == "exact":
+        if logits is None or ref_logits is None:
+            raise ValueError("the exact KL needs logits and ref_logits at the target positions")
+        return kl_exact(logits, ref_logits, mask, "sum" if form == "step_sum" else "mean", log_eps)
+    if ref_tok_lp is None:
+        raise ValueError("the k3 KL needs the reference token log-probs")
+    if form == "step_sum":
+        return kl_k3_step(step_logprob(tok_lp, mask), step_logprob(ref_tok_lp, mask))
+    return kl_k3(tok_lp, ref_tok_lp, mask)
 
 
 def egspo_loss(
@@ -208,14 +261,19 @@ def egspo_loss(
     eps_high: float = 0.5,
     valid: torch.Tensor | None = None,
     normalizer: float | None = None,
+    scale: float = 1.0,
 ) -> torch.Tensor:
-    """Mean over valid rows of ``clipped_surrogate(logp, old_logp, A) + beta * kl`` (all inputs per row ``[M]``).
+    """Mean over valid rows of ``(clipped_surrogate(logp, old_logp, A) + beta * kl) / scale`` (inputs per row
+    ``[M]``; the authors' ``scale`` is the tokens per step ``L // T``).
 
     ``normalizer`` replaces the count of valid rows in the denominator: the trainer scores an optimizer step's rows
     in pieces (and processes), each piece's loss being its valid rows' sum divided by the step's total count."""
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale!r}")
     per_row = clipped_surrogate(logp, old_logp, advantages, eps_low, eps_high)
     if kl is not None and beta != 0.0:
         per_row = per_row + beta * kl
+    per_row = per_row / scale
     if valid is None and normalizer is None:
         return per_row.mean()
     weight = torch.ones_like(per_row) if valid is None else valid.reshape(per_row.shape).to(per_row.dtype)
@@ -237,21 +295,34 @@ def d1_mask_prompt(
     mask_token_id: int,
     p_mask_prompt: float,
     generator: torch.Generator | None = None,
+    *,
+    mask_pads: bool = False,
+    uniforms: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """d1's prompt noise: each real prompt token (``prompt_mask``) independently replaced by the mask id with
-    probability ``p_mask_prompt``, one uniform draw per position from ``generator`` on ``prompt_ids``'s device."""
+    probability ``p_mask_prompt``, one uniform draw per position from ``generator`` on ``prompt_ids``'s device.
+    d1's exact form (``forward_process``, diffu_grpo_trainer.py at 837888f): ``mask_pads`` lets left pads be masked
+    too; ``uniforms`` ``[N, P]`` replaces the draws (a recorded run)."""
     if not 0.0 <= p_mask_prompt <= 1.0:
         raise ValueError(f"p_mask_prompt must lie in [0, 1], got {p_mask_prompt!r}")
-    draw = torch.rand(prompt_ids.shape, generator=generator, device=prompt_ids.device)
-    hide = (draw < p_mask_prompt) & prompt_mask.to(prompt_ids.device).bool()
+    if uniforms is None:
+        draw = torch.rand(prompt_ids.shape, generator=generator, device=prompt_ids.device)
+    elif tuple(uniforms.shape) != tuple(prompt_ids.shape):
+        raise ValueError(f"uniforms must have the prompt's shape {tuple(prompt_ids.shape)}, got {tuple(uniforms.shape)}")
+    else:
+        draw = uniforms.to(prompt_ids.device)
+    hide = draw < p_mask_prompt
+    if not mask_pads:
+        hide = hide & prompt_mask.to(prompt_ids.device).bool()
     return torch.where(hide, mask_token_id, prompt_ids)
 
 
 def d1_completion_logprobs(
-    model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion: torch.Tensor, mask_token_id: int
+    model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion: torch.Tensor, mask_token_id: int,
+    attend_to_pads: bool = False,
 ) -> torch.Tensor:
     """Per-token ``log p_theta(x_i | prompt, fully masked completion)`` ``[N, L]`` from one forward pass; the prompt
-    is used as given (already noised by `d1_mask_prompt` where wanted)."""
+    is used as given (already noised by `d1_mask_prompt` where wanted). ``attend_to_pads``: no attention mask (d1)."""
     if completion.dim() != 2 or prompt_ids.dim() != 2 or prompt_ids.shape[0] != completion.shape[0]:
         raise ValueError(
             f"prompt_ids [N, P] and completion [N, L] must share N, got {tuple(prompt_ids.shape)} and "
@@ -262,7 +333,8 @@ def d1_completion_logprobs(
     N, L = completion.shape
     ids = torch.cat([prompt_ids, torch.full_like(completion, mask_token_id)], dim=1)
     attention = torch.cat([prompt_mask, torch.ones((N, L), dtype=torch.bool, device=device)], dim=1)
-    logits = forward_logits(model, ids, attention, needs_attention_mask(model, prompt_mask))[:, -L:, :]
+    pass_mask = not attend_to_pads and needs_attention_mask(model, prompt_mask)
+    logits = forward_logits(model, ids, attention, pass_mask)[:, -L:, :]
     logits = logits.to(score_dtype(logits))
     return torch.log_softmax(logits, -1).gather(-1, completion.unsqueeze(-1)).squeeze(-1)
 

@@ -21,6 +21,11 @@ No full-vocabulary distribution outlives its step.
 Which positions are masked is tracked by the commit steps, never by comparing tokens with the mask id, so a token
 equal to the mask id that the model happens to sample is committed like any other (the model then sees it as a mask,
 exactly as in LLaDA's sampler).
+
+Authors-exact switches (docs/fidelity.md): ``attend_to_pads`` calls the model without an attention mask, so left pads
+are attended; ``entropy_eps`` computes ``H = -sum_v p_v log(p_v + eps)`` (the authors use 1e-8);
+``gumbel_in_model_dtype`` draws the noise and forms ``exp(z) / (-log u)^tau`` in the logits' dtype (bf16 on their
+GPUs) instead of ``log p - tau log(-log u)`` in float32/float64. ``generate(uniforms=...)`` injects the uniforms.
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ class SamplerConfig:
     remasking: str = "low_confidence"
     pad_token_id: int | None = None
     eos_token_id: int | None = None
+    attend_to_pads: bool = False
+    entropy_eps: float = 0.0
+    gumbel_in_model_dtype: bool = False
 
     def __post_init__(self) -> None:
         step_schedule(self.gen_length, self.steps, self.block_length)  # validates the three lengths
@@ -59,6 +67,8 @@ class SamplerConfig:
             raise ValueError(f"remasking must be one of {REMASKING_METHODS}, got {self.remasking!r}")
         if self.pad_token_id is not None and self.pad_token_id < 0:
             raise ValueError(f"pad_token_id must be >= 0 or None, got {self.pad_token_id!r}")
+        if not (0.0 <= self.entropy_eps < 1.0):
+            raise ValueError(f"entropy_eps must lie in [0, 1), got {self.entropy_eps!r}")
 
     @property
     def num_blocks(self) -> int:
@@ -287,23 +297,28 @@ def generate(
     generator: torch.Generator | None = None,
     record_greedy_fill: bool = True,
     prompt_mask: torch.Tensor | None = None,
+    uniforms: torch.Tensor | None = None,
 ) -> Rollout:
     """Generate one completion per prompt row with T forward passes of the whole batch; returns the trajectories.
 
     ``prompt_ids``: a list of token-id lists (left padded here) or a ``[N, P]`` tensor (with ``prompt_mask`` marking
     real tokens when it is padded). ``generator`` drives the Gumbel noise and random remasking (on the model's
-    device). Repeat a prompt G times in ``prompt_ids`` for a group of G completions.
+    device). Repeat a prompt G times in ``prompt_ids`` for a group of G completions. ``uniforms`` ``[N, T, L, V]``
+    (values in (0, 1)) replaces the Gumbel draws: step ``j`` uses ``uniforms[n, j, i, v]`` at completion position
+    ``i`` (for replaying a recorded rollout; random remasking still uses ``generator``).
     """
     ids, pmask = pad_prompts(prompt_ids, config.pad_id, prompt_mask)
     device = model_device(model, ids.device)
     ids, pmask = ids.to(device), pmask.to(device)
     N, L, T = ids.shape[0], config.gen_length, config.steps
     check_mask_id(model, config.mask_token_id)
+    if uniforms is not None and (uniforms.dim() != 4 or tuple(uniforms.shape[:3]) != (N, T, L)):
+        raise ValueError(f"uniforms must have shape [N={N}, T={T}, L={L}, V], got {tuple(uniforms.shape)}")
     tokens = torch.full((N, L), config.mask_token_id, dtype=torch.long, device=device)
     commit_step = torch.full((N, L), T, dtype=torch.long, device=device)  # T = "not committed yet"
-    record = _Record(N, L, T, device, record_greedy_fill)
+    record = _Record(N, L, T, device, record_greedy_fill, _record_dtype(model))
     _denoise(model, ids, pmask, tokens, commit_step, torch.zeros(N, dtype=torch.long, device=device), config,
-             generator, record)
+             generator, record, uniforms)
     return Rollout(
         prompt_ids=ids,
         prompt_mask=pmask,
@@ -362,19 +377,47 @@ def continue_from(
     return tokens
 
 
+def _record_dtype(model) -> torch.dtype:
+    """float64 for a float64 model (exact replays), float32 otherwise."""
+    try:
+        return score_dtype(next(model.parameters()))
+    except (StopIteration, AttributeError):
+        return torch.float32
+
+
 class _Record:
     """Per-trajectory outputs of `generate` (not used by `continue_from`)."""
 
-    def __init__(self, N: int, L: int, T: int, device, greedy: bool) -> None:
-        self.token_logprobs = torch.zeros((N, L), dtype=torch.float32, device=device)
-        self.step_logprobs = torch.zeros((N, T), dtype=torch.float32, device=device)
-        self.step_entropy = torch.zeros((N, T), dtype=torch.float32, device=device)
+    def __init__(self, N: int, L: int, T: int, device, greedy: bool, dtype: torch.dtype = torch.float32) -> None:
+        self.token_logprobs = torch.zeros((N, L), dtype=dtype, device=device)
+        self.step_logprobs = torch.zeros((N, T), dtype=dtype, device=device)
+        self.step_entropy = torch.zeros((N, T), dtype=dtype, device=device)
         self.greedy_fill = torch.zeros((N, T, L), dtype=torch.long, device=device) if greedy else None
 
 
-def _denoise(model, prompt_ids, prompt_mask, tokens, commit_step, start_steps, config, generator, record) -> None:
+def _gumbel_pick(logits_at, logp, tau, config, generator, uniforms):
+    """Gumbel-max draw ``[n, m]`` at temperature ``tau > 0`` from logits ``[n, m, V]`` (``logp`` their log-softmax).
+
+    Default: ``argmax_v log p_v - tau log(-log u_v)`` in logp's dtype (= argmax ``z_v / tau + g_v``). With
+    ``config.gumbel_in_model_dtype``: the authors' form ``argmax_v exp(z_v) / (-log u_v)^tau`` with ``u`` and the
+    arithmetic in the logits' own dtype (bf16 for a bf16 model)."""
+    if config.gumbel_in_model_dtype:
+        dtype = logits_at.dtype
+        u = (torch.rand(logits_at.shape, generator=generator, device=logits_at.device, dtype=dtype)
+             if uniforms is None else uniforms.to(dtype))
+        return (logits_at.exp() / (-torch.log(u)) ** tau).max(-1).indices
+    if uniforms is None:
+        noise = torch.rand(logp.shape, generator=generator, device=logp.device, dtype=logp.dtype)
+    else:
+        noise = uniforms.to(logp.dtype).clone()
+    noise.log_().neg_().log_()  # log(-log u) = -g
+    return torch.add(logp, noise, alpha=-tau, out=noise).max(-1).indices
+
+
+def _denoise(model, prompt_ids, prompt_mask, tokens, commit_step, start_steps, config, generator, record,
+             uniforms=None) -> None:
     """Run steps ``min(start_steps) .. T-1`` in place on ``tokens``/``commit_step`` (``commit_step == T`` marks a
-    masked position). Row n takes part in step j iff ``start_steps[n] <= j``."""
+    masked position). Row n takes part in step j iff ``start_steps[n] <= j``. ``uniforms``: see `generate`."""
     N, P = prompt_ids.shape
     L, T, B = config.gen_length, config.steps, config.block_length
     device = tokens.device
@@ -382,7 +425,7 @@ def _denoise(model, prompt_ids, prompt_mask, tokens, commit_step, start_steps, c
     per_block = config.steps_per_block
     tau = float(config.temperature)
     # an all-ones attention mask is the same as none: pass it only when some prompt is padded (checked once)
-    use_mask = needs_attention_mask(model, prompt_mask)
+    use_mask = not config.attend_to_pads and needs_attention_mask(model, prompt_mask)
     x = torch.cat([prompt_ids, tokens], dim=1)  # [N, P+L] the model input S_j
     attention = torch.cat([prompt_mask, torch.ones((N, L), dtype=torch.bool, device=device)], dim=1)
     starts = start_steps.tolist()  # host copy: no device synchronisation inside the loop
@@ -408,18 +451,19 @@ def _denoise(model, prompt_ids, prompt_mask, tokens, commit_step, start_steps, c
         cand = masked[:, lo : lo + B]
         positions = torch.sort((~cand).to(torch.uint8), dim=1, stable=True).indices[:, :m] + lo  # [n, m]
         # log p_theta(. | S_j) at the block's masked positions, temperature 1: [n, m, V], one fused pass
-        logp = torch.log_softmax(logits[:, P:, :].gather(1, positions.unsqueeze(-1).expand(n, m, V)), dim=-1)
+        logits_at = logits[:, P:, :].gather(1, positions.unsqueeze(-1).expand(n, m, V))
+        logp = torch.log_softmax(logits_at, dim=-1)
         if logp.dtype not in (torch.float32, torch.float64):
             logp = logp.float()
         if tau == 0.0:
             sampled = logp.max(-1).indices  # argmax z (max().indices: first maximum, faster than argmax on CPU)
         else:
-            # Gumbel-max: argmax_v z_v / tau + g_v = argmax_v log p_v - tau * log(-log u_v) (the per-position
-            # log-normaliser and the factor tau > 0 do not move the argmax); computed in place in the noise buffer
-            noise = torch.rand(logp.shape, generator=generator, device=device, dtype=logp.dtype)
-            noise.log_().neg_().log_()  # log(-log u) = -g
-            sampled = torch.add(logp, noise, alpha=-tau, out=noise).max(-1).indices
-            del noise
+            # Gumbel-max: the per-position log-normaliser and the factor tau > 0 do not move the argmax
+            u = None
+            if uniforms is not None:
+                u_rows = uniforms[:, j] if rows is None else uniforms[rows.to(uniforms.device), j]
+                u = u_rows.to(device).gather(1, positions.unsqueeze(-1).expand(n, m, V))
+            sampled = _gumbel_pick(logits_at, logp, tau, config, generator, u)
         chosen_lp = logp.gather(-1, sampled.unsqueeze(-1)).squeeze(-1)  # [n, m]
         if config.remasking == "low_confidence":
             confidence = chosen_lp  # log p is monotone in p = softmax(z)[x]
@@ -431,7 +475,10 @@ def _denoise(model, prompt_ids, prompt_mask, tokens, commit_step, start_steps, c
         if record is not None:
             lp_k = chosen_lp.gather(1, pick)
             p_k = logp.gather(1, pick.unsqueeze(-1).expand(n, k, V)).exp_()
-            ent_k = torch.special.entr(p_k).sum(-1)  # H = -sum p log p, with 0 log 0 = 0
+            if config.entropy_eps > 0:
+                ent_k = -(p_k * torch.log(p_k + config.entropy_eps)).sum(-1)  # the authors' H
+            else:
+                ent_k = torch.special.entr(p_k).sum(-1)  # H = -sum p log p, with 0 log 0 = 0
             del p_k
             dest = slice(None) if rows is None else rows
             if rows is None:

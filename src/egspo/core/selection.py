@@ -13,6 +13,15 @@ Eligibility: all T steps, or with ``last_step`` only ``j <= last_step[n]`` (see 
 fewer eligible steps than K (``E < K``) returns ``steps = 0, 1, ..., K-1`` (its E eligible steps followed by the
 first ineligible ones) with ``valid = j < E``; padded entries are real step indices so they can be scored, and
 callers weight them by ``valid``. With ``all`` the row is ``0 .. T-1`` and ``valid = j <= last_step[n]``.
+
+Column order (``column_order``): ``"time"`` sorts each row ascending; ``"entropy_rank"`` keeps the authors' order for
+``entropy`` (column 0 = the row's highest-entropy step). Group advantages are taken per column, so with ``lambda > 0``
+the order changes them (docs/fidelity.md).
+
+Authors' variants (``variant="authors"``; egspo_trainer.py at a7d618b, lines 744-750), the same row for every
+trajectory and no eligibility restriction: ``uniform`` = ``floor(linspace(0, T-2, K-1))`` (float32) followed by
+``T-1``; ``random`` = ``K-1`` draws from ``{0 .. T-2}`` **with replacement** (one ``randint`` from ``generator``, in
+draw order) followed by ``T-1``.
 """
 
 from __future__ import annotations
@@ -22,11 +31,13 @@ from dataclasses import dataclass
 import torch
 
 SELECTION_METHODS = ("entropy", "uniform", "random", "all")
+COLUMN_ORDERS = ("time", "entropy_rank")
+SELECTION_VARIANTS = ("principled", "authors")
 
 
 @dataclass
 class StepSelection:
-    steps: torch.Tensor  # [N, K] long, ascending per row
+    steps: torch.Tensor  # [N, K] long, ascending per row (column_order="time"); see the module docstring
     valid: torch.Tensor  # [N, K] bool
 
     def to(self, device) -> StepSelection:
@@ -40,10 +51,16 @@ def select_steps(
     *,
     generator: torch.Generator | None = None,
     last_step: torch.Tensor | None = None,
+    column_order: str = "time",
+    variant: str = "principled",
 ) -> StepSelection:
     """Choose K of the T steps of each of N trajectories (``step_entropy`` is ``[N, T]``)."""
     if method not in SELECTION_METHODS:
         raise ValueError(f"method must be one of {SELECTION_METHODS}, got {method!r}")
+    if column_order not in COLUMN_ORDERS:
+        raise ValueError(f"column_order must be one of {COLUMN_ORDERS}, got {column_order!r}")
+    if variant not in SELECTION_VARIANTS:
+        raise ValueError(f"variant must be one of {SELECTION_VARIANTS}, got {variant!r}")
     if step_entropy.dim() != 2 or step_entropy.shape[0] == 0:
         raise ValueError(f"step_entropy must be a non-empty [N, T] tensor, got shape {tuple(step_entropy.shape)}")
     N, T = step_entropy.shape
@@ -54,6 +71,10 @@ def select_steps(
     if method == "all" and k != T:
         raise ValueError(f"method='all' needs k == T, got k={k}, T={T}")
     device = step_entropy.device
+    if variant == "authors" and method in ("uniform", "random"):
+        if last_step is not None:
+            raise ValueError("the authors' uniform / random selection takes no last_step (they select over all steps)")
+        return StepSelection(*_authors_fixed_row(N, T, k, method, generator, device))
     j = torch.arange(T, device=device)
     if last_step is None:
         eligible_count = torch.full((N,), T, dtype=torch.long, device=device)
@@ -83,13 +104,28 @@ def select_steps(
     else:  # uniform
         i = torch.arange(k, device=device)
         chosen = torch.div((2 * i + 1).unsqueeze(0) * eligible_count.unsqueeze(1), 2 * k, rounding_mode="floor")
-    chosen = chosen.sort(dim=1).values
+    if column_order == "time" or method != "entropy":
+        chosen = chosen.sort(dim=1).values
 
     short = eligible_count < k  # rows that cannot fill K eligible steps
     padded = torch.arange(k, device=device).unsqueeze(0).expand(N, k)
     steps = torch.where(short.unsqueeze(1), padded, chosen)
     valid = torch.where(short.unsqueeze(1), padded < eligible_count.unsqueeze(1), torch.ones_like(short).unsqueeze(1))
     return StepSelection(steps.contiguous(), valid.expand(N, k).contiguous())
+
+
+def _authors_fixed_row(N: int, T: int, k: int, method: str, generator, device):
+    """The authors' ``uniform`` / ``random`` row (module docstring), repeated for the N trajectories."""
+    if T < 2:
+        raise ValueError(f"the authors' {method} selection needs T >= 2 steps, got T={T}")
+    if method == "uniform":
+        head = torch.linspace(0, T - 2, k - 1, dtype=torch.float32).long()
+    else:
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        head = torch.randint(0, T - 1, (k - 1,), generator=generator, device=gen_device)
+    row = torch.cat([head.to(device), torch.full((1,), T - 1, dtype=torch.long, device=device)])
+    steps = row.unsqueeze(0).expand(N, k).contiguous()
+    return steps, torch.ones((N, k), dtype=torch.bool, device=device)
 
 
 def last_content_step(rollout_or_completion, commit_step: torch.Tensor | None = None,
