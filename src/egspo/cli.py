@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                   "loaded once), then grading: JSONL + metrics JSON per cell")),
     "merge": ("egspo.models.merge", "merge a LoRA adapter checkpoint into its base model and save a plain HF model dir"),
     "report": ("egspo.report.build", "tables (CSV + Markdown) and figures (PNG + PDF) in results/ from run outputs"),
+    "fidelity": ("egspo.fidelity.check", "check DIR: recompute an authors-reference fixture directory in authors mode"),
     "trace": ("egspo.evaluation.trace", "record per-step entropy, selected steps and one-step-fill rewards of trajectories "
                              "for Figure 2"),
 }
