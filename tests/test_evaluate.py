@@ -10,7 +10,7 @@ import pytest
 
 import egspo.evaluation.evaluate
 import egspo.tasks as task_registry
-from egspo.cli import main
+from egspo.cli import run_command as main  # errors propagate (egspo.cli.main reports them)
 from egspo.evaluation.evaluate import default_metrics_path
 from egspo.tasks.base import Task
 from egspo.tasks.sudoku import TASK as SUDOKU

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from egspo.report import tables
-from egspo.cli import main as egspo_main
+from egspo.cli import run_command as egspo_main  # errors propagate (egspo.cli.main reports them)
 from egspo.report.build import read_rl_metrics
 from egspo.report.stats import mean_ci, t_quantile, t_two_sided_mass
 

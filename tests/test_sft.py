@@ -14,7 +14,7 @@ from torch import nn
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 import egspo.sft.trainer as sft
-from egspo.cli import main as cli_main
+from egspo.cli import run_command as cli_main  # errors propagate (egspo.cli.main reports them)
 from egspo.models.loading import load_model, load_tokenizer
 from egspo.models.tiny import build_tiny_model
 from egspo.tasks.base import Task

@@ -61,7 +61,7 @@ WRITES: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "rl": lambda a: [a.out],
     "eval": _eval_outputs,
     "merge": lambda a: [a.out],
-    "report": lambda a: [v for k in ("table", "gains", "figure") if (v := getattr(a, k, None))],
+    "report": lambda a: [v for k in ("table", "gains", "figure", "environment") if (v := getattr(a, k, None))],
     "trace": lambda a: [a.out],
 }
 
@@ -105,11 +105,11 @@ def _message(exc: BaseException) -> str:
     return " ".join(text.split()) or type(exc).__name__
 
 
-def _run_command(name: str, module, args: argparse.Namespace) -> int:
+def _run_command(name: str, module, args: argparse.Namespace, command: str) -> int:
     from egspo.utils.locking import hold_output_locks
 
     outputs = WRITES.get(name, lambda a: [])(args) if _is_main_process() else []
-    with hold_output_locks(Path(o) for o in outputs):
+    with hold_output_locks((Path(o) for o in outputs), command=command[:300]):
         return int(module.run(args) or 0)
 
 
@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         build_parser().parse_args(argv)  # prints usage / help, exits
         return 2
-    name, rest = argv[0], argv[1:]
+    name = argv[0]
     try:
-        return _main(name, rest)
+        return run_command(argv)
     except KeyboardInterrupt:
         print(f"egspo {name}: interrupted", file=sys.stderr)
         return 130
@@ -144,7 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if user else 1
 
 
-def _main(name: str, rest: list[str]) -> int:
+def run_command(argv: list[str]) -> int:
+    """Parse and run ``egspo COMMAND ARGS...`` with the command's outputs locked; errors propagate (the entry point
+    for code and tests; :func:`main` reports them)."""
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        raise ValueError(f"unknown command {name!r}; commands: {', '.join(COMMANDS)}")
     module_name, help_text = COMMANDS[name]
     # pinned CPU kernels and threads (egspo.utils.numerics): the variables must be set before torch is imported
     torch_was_imported = "torch" in sys.modules
@@ -154,7 +159,7 @@ def _main(name: str, rest: list[str]) -> int:
     module.configure(parser)
     args = parser.parse_args(rest)
     numerics.apply_torch_settings(torch_was_imported=torch_was_imported)
-    return _run_command(name, module, args)
+    return _run_command(name, module, args, " ".join(["egspo", *argv]))
 
 
 if __name__ == "__main__":

@@ -216,7 +216,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from egspo.utils.files import read_jsonl, write_json_atomic, write_jsonl_atomic
+    from egspo.tasks.sources import read_task_rows
+    from egspo.utils.files import write_json_atomic, write_jsonl_atomic
     from egspo.core.generation_io import encode_prompts
     from egspo.models.loading import load_model, load_tokenizer, mask_token_id
     from egspo.core.sampler import SamplerConfig
@@ -226,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     if args.limit is not None and args.limit <= 0:
         raise ValueError(f"--limit must be a positive integer, got {args.limit}")
-    rows = {split: read_jsonl(path)[: args.limit] for split, path in data}
+    rows = {split: read_task_rows(path, task)[: args.limit] for split, path in data}
     data_path = dict(data)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     prompt_cache: dict[tuple[str, str], list[list[int]]] = {}  # (tokenizer fingerprint, split) -> prompt ids

@@ -36,8 +36,9 @@ def _required_fields(task_name: str, compat: str | None) -> tuple[str, ...]:
     return tuple(get_task(task_name).required_fields)
 
 
-def read_rows(path: str | os.PathLike, fields: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Rows of a JSONL file, each checked for ``completion`` (a string) and ``fields``."""
+def read_rows(path: str | os.PathLike, fields: tuple[str, ...], task=None) -> list[dict[str, Any]]:
+    """Rows of a JSONL file, each checked for ``completion`` (a string) and ``fields`` and, given a ``task``, by
+    ``task.check_row`` (e.g. a Sudoku puzzle of the wrong length); an empty file is an error."""
     rows = []
     for lineno, row in iter_jsonl_objects(path, GradeInputError):
         for field in ("completion", *fields):
@@ -47,7 +48,14 @@ def read_rows(path: str | os.PathLike, fields: tuple[str, ...]) -> list[dict[str
             raise GradeInputError(
                 f"{path}: line {lineno}: field 'completion' must be a string, got {type(row['completion']).__name__}"
             )
+        if task is not None:
+            try:
+                row = task.check_row(row, f"{path}: line {lineno}", for_prompt=False)
+            except ValueError as exc:
+                raise GradeInputError(str(exc)) from None
         rows.append(row)
+    if not rows:
+        raise GradeInputError(f"{path}: no rows to grade (the file is empty)")
     return rows
 
 
@@ -88,7 +96,7 @@ def grade_file(task_name: str, input_path, output_path, compat: str | None = Non
     if task_name not in TASK_NAMES:
         raise ValueError(f"unknown task {task_name!r}; known tasks: {', '.join(TASK_NAMES)}")
     start = time.perf_counter()
-    rows = read_rows(input_path, _required_fields(task_name, compat))
+    rows = read_rows(input_path, _required_fields(task_name, compat), None if compat else get_task(task_name))
     graded = grade_rows(task_name, rows, compat)
     write_jsonl_atomic(output_path, graded)
     return {**summarize(graded), "seconds": time.perf_counter() - start}

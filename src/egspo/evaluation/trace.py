@@ -75,13 +75,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from egspo.utils.files import read_jsonl, write_json_atomic
+    from egspo.tasks.sources import read_task_rows
+    from egspo.utils.files import write_json_atomic
     from egspo.models.loading import load_model, load_tokenizer, mask_token_id
     from egspo.core.sampler import SamplerConfig
     from egspo.tasks import get_task
 
     task = get_task(args.task)
-    rows = read_jsonl(args.data)
+    rows = read_task_rows(args.data, task)
     if not 0 < args.n <= len(rows):
         raise ValueError(f"--n must be in [1, {len(rows)}] (rows in {args.data}), got {args.n}")
     if args.batch_size is not None and args.batch_size <= 0:

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from egspo.utils.files import _umask_mode  # noqa: E402
+from egspo.utils.files import atomic_write_file  # noqa: E402
 from egspo.report.tables import BEST, PROTOCOL_LABELS, PROTOCOLS, method_label  # noqa: E402
 
 # Fixed metadata: no dates or versions that would change the bytes between identical runs.
@@ -31,22 +29,14 @@ PDF_METADATA = {"CreationDate": None, "ModDate": None, "Producer": None, "Creato
 
 
 def save_figure(fig: plt.Figure, stem: str | Path) -> list[Path]:
-    """Write ``stem``.png and ``stem``.pdf, each through a temporary file and os.replace; close the figure."""
+    """Write ``stem``.png and ``stem``.pdf, each atomically (:func:`egspo.utils.files.atomic_write_file`); close the
+    figure."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for ext, metadata in (("png", PNG_METADATA), ("pdf", PDF_METADATA)):
         target = stem.with_name(stem.name + "." + ext)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=ext, dpi=120, metadata=metadata, bbox_inches="tight")
-            os.chmod(tmp, _umask_mode())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_file(target, lambda tmp, ext=ext, metadata=metadata: fig.savefig(
+            tmp, format=ext, dpi=120, metadata=metadata, bbox_inches="tight"))
         written.append(target)
     plt.close(fig)
     return written

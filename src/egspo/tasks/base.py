@@ -28,6 +28,18 @@ class Task(ABC):
         (``datasets.load_dataset`` or a cached URL); ``source="tiny"`` generates the tiny preset's data locally;
         a path to a local file in the original schema is also accepted."""
 
+    #: fields a prompt is built from (checked by :meth:`check_row` when rows are loaded for generation)
+    prompt_fields: tuple[str, ...] = ()
+
+    def check_row(self, row: Row, where: str, for_prompt: bool = True) -> Row:
+        """``row`` ready for use (normalised where the task has several schemas), or ValueError naming ``where``
+        (file and line) and the field: every required field (and, ``for_prompt``, every prompt field) present.
+        Tasks with structured fields (a Sudoku grid, Countdown numbers) check their form too."""
+        for field in (*self.required_fields, *(self.prompt_fields if for_prompt else ())):
+            if field not in row:
+                raise ValueError(f"{where}: missing field {field!r}")
+        return row
+
     # ---- prompts ------------------------------------------------------------------------------------------
     @abstractmethod
     def prompt(self, row: Row, style: str = "d1", tokenizer: Any = None) -> str:

@@ -299,6 +299,9 @@ class CountdownTask(Task):
     def reward(self, completion: str, row: Row) -> float:
         return reward_of(score(completion, row["numbers"], row["target"]))
 
+    def check_row(self, row: Row, where: str, for_prompt: bool = True) -> Row:
+        return normalize(row, where)
+
     def grade(self, completion: str, row: Row) -> dict[str, Any]:
         result = score(completion, row["numbers"], row["target"])
         return {"correct": result["correct"], "reward": reward_of(result), "well_formed": result["well_formed"],

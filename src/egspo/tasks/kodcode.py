@@ -36,6 +36,7 @@ def declarations(row: Row) -> list[str]:
 class KodCodeTask(CodeTask):
     name = "kodcode"
     required_fields = ("test",)
+    prompt_fields = ("question",)
     timeout_s = 15.0  # pytest start-up inside the sandbox
 
     def load(self, split: str, source: str = "hub", **kwargs: Any) -> list[Row]:

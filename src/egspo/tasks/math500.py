@@ -106,6 +106,10 @@ def normalize(row: Row, where: str) -> Row:
 class Math500Task(Task):
     name = "math500"
     required_fields = ("answer",)
+    prompt_fields = ("problem",)
+
+    def check_row(self, row: Row, where: str, for_prompt: bool = True) -> Row:
+        return super().check_row(normalize(row, where), where, for_prompt)
 
     def load(self, split: str, source: str = "hub", **kwargs: Any) -> list[Row]:
         rows = split_rows("math500", split, source, test=(TEST_HUB_ID, None), train=(TRAIN_HUB_ID, None),

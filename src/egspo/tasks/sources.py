@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from egspo.utils.files import iter_jsonl_objects
+from egspo.utils.files import atomic_write_bytes, iter_jsonl_objects
 
 Row = dict[str, Any]
 SPLITS = ("train", "validation", "test")
@@ -45,23 +45,33 @@ def fetch_url(url: str, filename: str, sha256: str | None = None, timeout: float
     target = cache_dir() / filename
     if target.is_file() and (sha256 is None or _sha256(target) == sha256):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + f".part{os.getpid()}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-            out.write(response.read())
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            data = response.read()
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        tmp.unlink(missing_ok=True)
         raise RuntimeError(
             f"could not download {url} ({exc}); this needs network access once. Place the file at {target} "
             f"or pass the path of a local copy as the data source"
         ) from exc
-    if sha256 is not None and _sha256(tmp) != sha256:
-        got = _sha256(tmp)
-        tmp.unlink(missing_ok=True)
+    got = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and got != sha256:
         raise RuntimeError(f"{url}: sha256 {got} does not match the pinned {sha256}; refusing a changed file")
-    os.replace(tmp, target)
+    atomic_write_bytes(target, data)
     return target
+
+
+def read_task_rows(path: str | os.PathLike, task, for_prompt: bool = True) -> list[Row]:
+    """The rows of a JSONL file written by ``egspo data``, each checked by ``task.check_row`` (a
+    :class:`~egspo.tasks.base.Task`), so a bad row (not UTF-8, not JSON, a missing or malformed field) stops the
+    command before any model work with the file, the line and the field named. A missing or empty file is an
+    error too."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"data file {str(path)!r} does not exist")
+    rows = [task.check_row(row, f"{path}: line {lineno}", for_prompt) for lineno, row in iter_jsonl_objects(path)]
+    if not rows:
+        raise ValueError(f"data file {str(path)!r} has no rows")
+    return rows
 
 
 def read_table(path: str | os.PathLike) -> list[Row]:
@@ -71,18 +81,23 @@ def read_table(path: str | os.PathLike) -> list[Row]:
     if not path.is_file():
         raise ValueError(f"data file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            return [dict(r) for r in csv.DictReader(f)]
-    if suffix in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as f:
-            first = next((c for c in iter(lambda: f.read(1), "") if not c.isspace()), "")
-        if first != "[":
-            return [row for _, row in iter_jsonl_objects(path)]
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        if not all(isinstance(r, dict) for r in rows):
-            raise ValueError(f"{path}: every row must be a JSON object")
-        return rows
+    try:
+        if suffix == ".csv":
+            with open(path, newline="", encoding="utf-8") as f:
+                return [dict(r) for r in csv.DictReader(f)]
+        if suffix in (".jsonl", ".json"):
+            with open(path, encoding="utf-8") as f:
+                first = next((c for c in iter(lambda: f.read(1), "") if not c.isspace()), "")
+            if first != "[":
+                return [row for _, row in iter_jsonl_objects(path)]
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            if not all(isinstance(r, dict) for r in rows):
+                raise ValueError(f"{path}: every row must be a JSON object")
+            return rows
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
     if suffix == ".parquet":
         import datasets
 

@@ -247,6 +247,9 @@ class SudokuTask(Task):
         )
         return train if split == "train" else validation
 
+    def check_row(self, row: Row, where: str, for_prompt: bool = True) -> Row:
+        return self._checked(row, where)
+
     @staticmethod
     def _checked(row: Row, where: str) -> Row:
         for field in ("Puzzle", "Solution"):
