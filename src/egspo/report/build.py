@@ -15,14 +15,13 @@ the layout of docs/architecture.md, so the command line stays short however larg
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from egspo.report import tables
 from egspo.utils import numerics
-from egspo.utils.files import iter_jsonl_objects
+from egspo.utils.files import iter_jsonl_objects, read_json_object
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -162,8 +161,7 @@ def run_trace(args: argparse.Namespace) -> int:
 
     traces = []
     for path in args.traces:
-        with open(path, encoding="utf-8") as fh:
-            trace = json.load(fh)
+        trace = read_json_object(path)
         for field in ("task", "samples"):
             if field not in trace:
                 raise ValueError(f"{path}: trace has no field {field!r}")

@@ -12,14 +12,13 @@ The row ``gen_length = "best"`` (the paper's Figure 1: best over lengths) takes 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from egspo.utils.files import atomic_write_text
+from egspo.utils.files import atomic_write_text, read_json_object
 from egspo.report.stats import mean_ci
 
 PROTOCOLS = ("best_on_test", "val_chosen")
@@ -116,13 +115,13 @@ def load_eval_grid(eval_dir: str | Path, *, tasks: Sequence[str], methods: Seque
                                                      ckpt, length, split)
                             if not path.is_file():
                                 raise FileNotFoundError(f"evaluation metrics file missing: {path}")
-                            with open(path, encoding="utf-8") as fh:
-                                data = json.load(fh)
+                            data = read_json_object(path)
                             if field not in data:
                                 raise ValueError(f"{path}: no field {field!r} (the metric of task {task!r}); "
                                                  f"fields: {sorted(data)}")
-                            value = float(data[field])
-                            if not 0.0 <= value <= 1.0:
+                            value = data[field]
+                            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                                    or not 0.0 <= value <= 1.0:
                                 raise ValueError(f"{path}: field {field!r} = {value} is not a fraction in [0, 1]")
                             rows.append({"task": task, "method": method, "seed": int(seed), "ckpt": ckpt,
                                          "step": step, "gen_length": int(length), "split": split,

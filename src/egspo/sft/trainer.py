@@ -33,6 +33,7 @@ from torch import nn
 
 from egspo.utils.files import read_jsonl
 from egspo.tasks import get_task
+from egspo.tasks.sources import read_task_rows
 
 DEFAULT_EPS = 1e-3
 
@@ -331,11 +332,14 @@ def run(args: argparse.Namespace) -> int:
         kwargs["task"] = get_task(args.task)
     else:
         kwargs.update(prompt_field=args.prompt_field, target_field=args.target_field)
-    train_examples, skipped = build_examples(read_jsonl(args.train), tokenizer, args.gen_length,
+    def rows_of(path: str) -> list[dict]:  # task rows checked field by field (file, line, field named)
+        return read_task_rows(path, kwargs["task"]) if args.format == "task" else read_jsonl(path)
+
+    train_examples, skipped = build_examples(rows_of(args.train), tokenizer, args.gen_length,
                                              source=str(args.train), **kwargs)
     eval_examples = None
     if args.eval:
-        eval_examples, _ = build_examples(read_jsonl(args.eval), tokenizer, args.gen_length, source=str(args.eval),
+        eval_examples, _ = build_examples(rows_of(args.eval), tokenizer, args.gen_length, source=str(args.eval),
                                           **kwargs)
     lora = None
     if args.lora_r > 0:
