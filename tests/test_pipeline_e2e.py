@@ -58,6 +58,26 @@ def _check_parses(path: Path) -> None:
         raise AssertionError(f"{path}: no parser for this output kind")
 
 
+def _check_report(workdir: Path) -> None:
+    """`snakemake --report` on the finished run: every table (CSV) and figure (PNG) of results/ is in it with its
+    caption (the first line of its workflow/report/*.rst), and so is the workflow description."""
+    report = workdir / "report.html"
+    res = _snakemake(workdir, "--report", str(report))
+    assert res.returncode == 0, res.output[-3000:]
+    html = report.read_text()
+    shown = sorted(p.name for kind in ("tables/*.csv", "figures/*.png") for p in (workdir / "results").glob(kind))
+    assert {"main.csv", "gains.csv", "gradcheck.csv", "fig1_overview.png", "training_curves.png",
+            "fig2_step_selection.png", "gradcheck.png"} <= set(shown)
+    missing = [name for name in shown if name not in html]
+    assert not missing, f"not in the report: {missing}"
+    captions = sorted((REPO / "workflow" / "report").glob("*.rst"))
+    for caption in captions:
+        if caption.stem.startswith("ablation"):
+            continue  # the ablation targets are not part of the default run
+        first_line = caption.read_text().splitlines()[0].strip()
+        assert first_line in html, f"caption {caption.name} not in the report"
+
+
 # 21 jobs, 10 of them starting torch + transformers (~5 CPU-s each): ~70 CPU-s in all, about 40 s of wall time on 2
 # idle cores; in the default suite, since it is the one test that runs every rule together
 def test_micro_pipeline_end_to_end(tmp_path):
@@ -98,6 +118,8 @@ def test_micro_pipeline_end_to_end(tmp_path):
     gains = pd.read_csv(tmp_path / "results/tables/gains.csv")
     assert set(gains["method"]) == {"diffu_grpo", "egspo", "egspo_sa"}
     assert set(gains["protocol"]) == {"best_on_test", "val_chosen"}
+
+    _check_report(tmp_path)
 
     # nothing changed: a second run has no job to do
     again = _snakemake(tmp_path, "-n")
