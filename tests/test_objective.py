@@ -323,3 +323,43 @@ def test_eos_completion_mask():
         [True, False, False, False],
     ]
     assert eos_completion_mask(c, None).all()
+
+
+def test_authors_kl_forms_and_loss_scale_hand_values():
+    """k3 of the summed step log-prob difference, exact KL summed over U_j with +eps logs, and the division by
+    L // T (egspo_trainer.py at a7d618b, lines 106-146)."""
+    from egspo.core.objective import kl_k3_step, step_kl
+
+    tok = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, 0.0, 0.0]], dtype=torch.float64)
+    ref = torch.tensor([[-1.5, -1.0, 0.0], [-1.0, 0.0, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    # row 0: d = (-2.5) - (-3) = 0.5; row 1: d = -0.5
+    expected = torch.tensor([math.exp(0.5) - 1.5, math.exp(-0.5) - 0.5], dtype=torch.float64)
+    torch.testing.assert_close(kl_k3_step(step_logprob(tok, mask), step_logprob(ref, mask)), expected)
+    torch.testing.assert_close(step_kl("k3", "step_sum", tok, ref, mask), expected)
+    per_token = torch.tensor([(math.exp(-0.5) - 0.5 + math.exp(1.0) - 2.0) / 2, math.exp(-0.5) - 0.5],
+                             dtype=torch.float64)
+    torch.testing.assert_close(step_kl("k3", "token_mean", tok, ref, mask), per_token)
+    logits = torch.tensor([[[0.0, math.log(3.0)], [0.0, 0.0], [0.0, 0.0]],
+                           [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]], dtype=torch.float64)
+    ref_logits = torch.zeros_like(logits)
+    kl_pos0 = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)  # p = (1/4, 3/4) against (1/2, 1/2)
+    torch.testing.assert_close(step_kl("exact", "step_sum", tok, None, mask, logits, ref_logits),
+                               torch.tensor([kl_pos0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(step_kl("exact", "token_mean", tok, None, mask, logits, ref_logits),
+                               torch.tensor([kl_pos0 / 2, 0.0], dtype=torch.float64))
+    eps = 1e-3
+    p, q = torch.tensor([0.25 + eps, 0.75 + eps]), torch.tensor([0.5 + eps, 0.5 + eps])
+    with_eps = float((p * (p.log() - q.log())).sum())
+    assert kl_exact(logits, ref_logits, mask, "sum", log_eps=eps)[0].item() == pytest.approx(with_eps, rel=1e-6)
+    with pytest.raises(ValueError, match="kl_form"):
+        step_kl("k3", "sum", tok, ref, mask)
+    with pytest.raises(ValueError, match="logits"):
+        step_kl("exact", "step_sum", tok, ref, mask)
+    logp = torch.tensor([0.0, 0.0], dtype=torch.float64)
+    A = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    kl = torch.tensor([1.0, 3.0], dtype=torch.float64)
+    # rows: (-1 + 0.5 * 1) / 4 and (1 + 0.5 * 3) / 4; mean 0.25
+    assert egspo_loss(logp, logp, A, kl, beta=0.5, scale=4.0).item() == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="scale"):
+        egspo_loss(logp, logp, A, kl, scale=0.0)

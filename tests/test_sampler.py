@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -344,3 +345,60 @@ def test_continue_from_sampled_keeps_committed_tokens(sampled):
     assert torch.equal(finals[2], out.completion[2])
     with pytest.raises(ValueError, match="start_steps"):
         continue_from(model, out, torch.tensor([0]), torch.tensor([7]))
+
+
+# ---- authors-exact switches (docs/fidelity.md) ----------------------------------------------------------------------
+
+
+def test_injected_uniforms_drive_the_gumbel_draw():
+    """Equal uniforms across the vocabulary add the same noise to every token: the draw is the greedy one. Other
+    uniforms give the same tokens in both Gumbel forms (log p - tau log(-log u) and exp(z) / (-log u)^tau) on a
+    float64 model, and a different rollout from the greedy one."""
+    model = tiny_bert(4).double()
+    N, L, T = 4, 8, 4
+    greedy = SamplerConfig(gen_length=L, steps=T, block_length=8, mask_token_id=MASK)
+    hot = SamplerConfig(gen_length=L, steps=T, block_length=8, mask_token_id=MASK, temperature=0.9)
+    flat = torch.full((N, T, L, VOCAB), 0.3, dtype=torch.float64)
+    prompts = [[5, 6, 7]] * N
+    assert torch.equal(generate(model, prompts, hot, uniforms=flat).completion,
+                       generate(model, prompts, greedy).completion)
+    u = torch.rand((N, T, L, VOCAB), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a = generate(model, prompts, hot, uniforms=u)
+    b = generate(model, prompts, dataclasses.replace(hot, gumbel_in_model_dtype=True), uniforms=u)
+    assert torch.equal(a.completion, b.completion) and torch.equal(a.commit_step, b.commit_step)
+    assert not torch.equal(a.completion, generate(model, prompts, greedy).completion)
+    assert a.step_logprobs.dtype == torch.float64  # records keep a float64 model's precision
+    with pytest.raises(ValueError, match="uniforms"):
+        generate(model, prompts, hot, uniforms=u[:, :2])
+
+
+def test_attend_to_pads_calls_the_model_without_a_mask():
+    model = tiny_bert(5)
+    seen = []
+    model.register_forward_pre_hook(lambda m, args, kwargs: seen.append("attention_mask" in kwargs), with_kwargs=True)
+    prompts = [[5, 6, 7], [8]]
+    cfg = SamplerConfig(gen_length=4, steps=2, block_length=4, mask_token_id=MASK)
+    masked = generate(model, prompts, cfg)
+    assert seen == [True, True]
+    seen.clear()
+    attended = generate(model, prompts, dataclasses.replace(cfg, attend_to_pads=True))
+    assert seen == [False, False]
+    assert not torch.allclose(masked.step_logprobs[1], attended.step_logprobs[1])  # the pads now change row 1
+    torch.testing.assert_close(masked.step_logprobs[0], attended.step_logprobs[0])  # row 0 has no pads
+
+
+def test_entropy_eps_is_the_authors_formula():
+    """H = -sum p log(p + eps) on a position-only model with known distributions."""
+    table = torch.log(torch.tensor([[0.5, 0.25, 0.25, 0.0], [0.7, 0.1, 0.1, 0.1]], dtype=torch.float64)
+                      .clamp_min(1e-300)).repeat(3, 1)[:5]
+    model = PositionLogits(table)
+    cfg = SamplerConfig(gen_length=2, steps=1, block_length=2, mask_token_id=3)
+    eps = 1e-2
+    out = generate(model, [[0, 1, 2]], dataclasses.replace(cfg, entropy_eps=eps))
+    p = torch.softmax(table[-2:], -1)
+    expected = float(-(p * torch.log(p + eps)).sum(-1).mean())
+    assert out.step_entropy[0, 0].item() == pytest.approx(expected, rel=1e-12)
+    exact = generate(model, [[0, 1, 2]], cfg).step_entropy[0, 0].item()
+    assert exact == pytest.approx(float(torch.special.entr(p).sum(-1).mean()), rel=1e-12) and exact != expected
+    with pytest.raises(ValueError, match="entropy_eps"):
+        SamplerConfig(gen_length=2, steps=1, block_length=2, mask_token_id=3, entropy_eps=-1.0)

@@ -101,3 +101,29 @@ def test_last_content_step():
     assert last_content_step(completion, commit, None).tolist() == [3, 3, 3]
     with pytest.raises(ValueError, match="commit_step"):
         last_content_step(completion)
+
+
+def test_entropy_rank_column_order_keeps_highest_entropy_first():
+    sel = select_steps(H, 3, "entropy", column_order="entropy_rank")
+    assert sel.steps.tolist() == [[3, 6, 1], [0, 1, 3]]  # row 0: H 0.9, 0.8, 0.5; row 1: ties keep time order
+    assert select_steps(H, 3, "uniform", column_order="entropy_rank").steps.tolist() == [[1, 4, 6]] * 2
+    with pytest.raises(ValueError, match="column_order"):
+        select_steps(H, 3, "entropy", column_order="reverse")
+
+
+def test_authors_uniform_and_random_rows():
+    """The authors' rows: floor(linspace(0, T-2, K-1)) then T-1; K-1 draws from {0..T-2} with replacement then T-1,
+    one row for every trajectory (egspo_trainer.py at a7d618b, lines 744-750)."""
+    H3 = torch.zeros(3, 16)
+    assert select_steps(H3, 4, "uniform", variant="authors").steps.tolist() == [[0, 7, 14, 15]] * 3
+    assert select_steps(torch.zeros(1, 128), 8, "uniform", variant="authors").steps.tolist() == [
+        [0, 21, 42, 63, 84, 105, 126, 127]]
+    assert select_steps(H3, 1, "uniform", variant="authors").steps.tolist() == [[15]] * 3
+    draws = torch.randint(0, 15, (3,), generator=torch.Generator().manual_seed(21))
+    sel = select_steps(H3, 4, "random", variant="authors", generator=torch.Generator().manual_seed(21))
+    assert sel.steps.tolist() == [draws.tolist() + [15]] * 3 and sel.valid.all()
+    assert draws.tolist() == [3, 3, 6]  # a repeated step: drawn with replacement
+    with pytest.raises(ValueError, match="last_step"):
+        select_steps(H3, 4, "random", variant="authors", last_step=torch.tensor([3, 3, 3]))
+    with pytest.raises(ValueError, match="variant"):
+        select_steps(H3, 4, "random", variant="d1")

@@ -25,11 +25,22 @@ def truncate_at_eos(ids: Sequence[int], eos_token_id: int | None) -> list[int]:
     return ids
 
 
-def decode_completions(tokenizer, completion_ids: torch.Tensor | Sequence[Sequence[int]]) -> list[str]:
-    """Completion texts: each row cut at its first ``tokenizer.eos_token_id``, special tokens skipped."""
+def decode_completions(tokenizer, completion_ids: torch.Tensor | Sequence[Sequence[int]],
+                       cut_at_eos: bool = True) -> list[str]:
+    """Completion texts: each row cut at its first ``tokenizer.eos_token_id`` (``cut_at_eos=False``: the whole row,
+    as the authors score it), special tokens skipped."""
     rows = completion_ids.tolist() if isinstance(completion_ids, torch.Tensor) else completion_ids
-    eos = tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id if cut_at_eos else None
     return [tokenizer.decode(truncate_at_eos(r, eos), skip_special_tokens=True) for r in rows]
+
+
+def keep_last_tokens(prompt_ids: Sequence[Sequence[int]], max_length: int | None) -> list[list[int]]:
+    """Each prompt's last ``max_length`` tokens (None: unchanged), as the authors truncate left-padded prompts."""
+    if max_length is None:
+        return [list(p) for p in prompt_ids]
+    if max_length < 1:
+        raise ValueError(f"max_length must be a positive int or None, got {max_length!r}")
+    return [list(p)[-max_length:] for p in prompt_ids]
 
 
 def parse_tags(items: Sequence[str] | None) -> dict[str, str]:
@@ -46,6 +57,7 @@ def parse_tags(items: Sequence[str] | None) -> dict[str, str]:
 __all__ = [
     "decode_completions",
     "encode_prompts",
+    "keep_last_tokens",
     "parse_tags",
     "truncate_at_eos",
 ]

@@ -50,12 +50,12 @@ def optimizer_steps_per_rollout(schedule: str, k: int, grad_accum: int = 1,
         raise ValueError(f"update_schedule must be one of {UPDATE_SCHEDULES}, got {schedule!r}")
     if schedule == "per_column":
         return [[c] for c in range(k)]
-    micro = authors_micro_steps(k, grad_accum, num_gradient_steps, k * num_gradient_steps)
     if (k * num_gradient_steps) % grad_accum != 0:
         raise ValueError(f"update_schedule=authors needs K * num_gradient_steps = {k * num_gradient_steps} to be a "
-                         f"multiple of grad_accum = {grad_accum} (an optimizer step would straddle two rollouts)")
+                         f"multiple of the columns per optimizer step = {grad_accum} (an optimizer step would "
+                         "straddle two rollouts)")
     steps, current = [], []
-    for step in micro:
+    for step in authors_micro_steps(k, grad_accum, num_gradient_steps, k * num_gradient_steps):
         current.append(step.column)
         if step.optimizer_step_after:
             steps.append(current)
