@@ -291,13 +291,15 @@ def test_gradcheck_report(tmp_path):
                 for lam in (0.0, 0.5):
                     rows.append({"selection": selection, "k": k, "lam": lam, "baseline": baseline,
                                  "remasking": remasking, "cosine": 1.0, "rel_error": 1e-16 if selection == "all"
-                                 else 0.5, "variance": 2.0 - lam, "score": "library"})
+                                 else 0.5, "variance": 2.0 - lam, "score": "library", "grad_norm": 2.0,
+                                 "estimate_norm": 2.0 if selection == "all" else 1.0})
     csv = tmp_path / "gc.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     assert egspo_main(["report", "gradcheck", "--csv", str(csv), "--table", str(tmp_path / "t"),
                        "--figure", str(tmp_path / "f")]) == 0
-    assert pd.read_csv(tmp_path / "t.csv").shape == (16, 9)
+    assert pd.read_csv(tmp_path / "t.csv").shape == (16, 15)
     assert "| selection | k | lam |" in (tmp_path / "t.md").read_text()
+    assert "rel_error_known_scale" in (tmp_path / "t.md").read_text()
     assert (tmp_path / "f.pdf").stat().st_size > 1000
     pd.DataFrame(rows).drop(columns="variance").to_csv(csv, index=False)
     with pytest.raises(ValueError, match="variance"):

@@ -12,7 +12,10 @@ def shown(path, caption, category):
     return report(path, caption=f"{CAPTIONS}/{caption}.rst", category=category)
 
 
-MAIN_TABLES = PATHS.results_files("tables/main", ["csv", "md"]) + PATHS.results_files("tables/gains", ["csv", "md"])
+MAIN_TABLES = (PATHS.results_files("tables/main", ["csv", "md"]) + PATHS.results_files("tables/gains", ["csv", "md"])
+               + PATHS.results_files("tables/pairs", ["csv", "md"]) + [f"{R}/tables/per_seed.csv"])
+# method-vs-method pairs (a - b) of config key `pairs` whose two methods are both compared in this run
+PAIRS = [f"{a}-{b}" for a, b in C.get("pairs", []) if a in C["compare"] and b in C["compare"]]
 FIG1 = PATHS.results_files("figures/fig1_overview", ["png", "pdf"])
 CURVES = PATHS.results_files("figures/training_curves", ["png", "pdf"])
 FIG2 = PATHS.results_files("figures/fig2_step_selection", ["png", "pdf"])
@@ -37,10 +40,14 @@ rule report_main:
         main_md=f"{R}/tables/main.md",
         gains_csv=shown(f"{R}/tables/gains.csv", "gains_table", "Tables"),
         gains_md=f"{R}/tables/gains.md",
+        pairs_csv=shown(f"{R}/tables/pairs.csv", "pairs_table", "Tables"),
+        pairs_md=f"{R}/tables/pairs.md",
+        per_seed=shown(f"{R}/tables/per_seed.csv", "per_seed", "Tables"),
         fig_png=shown(f"{R}/figures/fig1_overview.png", "fig1_overview", "Figures"),
         fig_pdf=f"{R}/figures/fig1_overview.pdf",
     params:
         grid=accuracy_flags(PLAN, C["compare"]),
+        pairs=" ".join(PAIRS),
     log:
         f"{LOGS}/report/main.log",
     threads: PLAN.resource("report", "threads")
@@ -49,6 +56,7 @@ rule report_main:
     shell:
         "{EGSPO} report accuracy {params.grid} --reference {START} --paper-reference "
         "--table {R}/tables/main --gains {R}/tables/gains --figure {R}/figures/fig1_overview "
+        "--per-seed {R}/tables/per_seed.csv --pairs {params.pairs} --pairs-table {R}/tables/pairs "
         "--title 'Main results' > {log} 2>&1"
 
 

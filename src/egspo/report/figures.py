@@ -183,8 +183,9 @@ def step_selection(traces: Sequence[Mapping], stem: str | Path, n_examples: int 
 
 
 def gradcheck_figure(df: pd.DataFrame, stem: str | Path) -> list[Path]:
-    """Left: relative error |E g - grad J| / |grad J| of each (selection, K) estimator with no baseline and
-    lambda = smallest listed, per remasking / score. Right: variance E|g|^2 - |E g|^2 against lambda for every
+    """Left: relative error |c E g - grad J| / |grad J| of each (selection, K) estimator with no baseline and
+    lambda = smallest listed, per remasking / score, at the scale c it is unbiased up to (``rel_error_known_scale``:
+    T/K for random K-of-T selection, 1 otherwise; plain ``rel_error`` when the table lacks it). Right: variance E|g|^2 - |E g|^2 against lambda for every
     baseline of the all-steps estimator."""
     required = {"selection", "k", "lam", "baseline", "remasking", "rel_error", "variance"}
     missing = required - set(df.columns)
@@ -193,6 +194,7 @@ def gradcheck_figure(df: pd.DataFrame, stem: str | Path) -> list[Path]:
     df = df.copy()
     df["variant"] = df["remasking"] + ("/" + df["score"] if "score" in df else "")
     lam0 = df["lam"].min()
+    error = "rel_error_known_scale" if "rel_error_known_scale" in df else "rel_error"
     bias = df[(df["baseline"] == "none") & (df["lam"] == lam0)]
     variants = list(dict.fromkeys(df["variant"]))
     labels = list(dict.fromkeys(zip(bias["selection"], bias["k"])))
@@ -200,13 +202,16 @@ def gradcheck_figure(df: pd.DataFrame, stem: str | Path) -> list[Path]:
     width = 0.8 / max(1, len(variants))
     for i, (variant, color) in enumerate(zip(variants, _colors(len(variants)))):
         sub = bias[bias["variant"] == variant].set_index(["selection", "k"])
-        values = [float(sub.loc[key, "rel_error"]) if key in sub.index else np.nan for key in labels]
+        values = [max(float(sub.loc[key, error]), 1e-17) if key in sub.index else np.nan for key in labels]
         x = np.arange(len(labels)) + (i - (len(variants) - 1) / 2) * width
         ax1.bar(x, values, width, color=color, label=variant)
     ax1.set_xticks(np.arange(len(labels)), [f"{s}\nK={k}" for s, k in labels], fontsize=8)
     ax1.set_yscale("log")
-    ax1.set_ylabel("relative error of E[g] vs grad J (log)")
-    ax1.set_title(f"bias of each estimator (baseline none, lambda {lam0:g})", fontsize=9)
+    ax1.set_ylabel("relative error of c E[g] vs grad J (log)" if error != "rel_error"
+                   else "relative error of E[g] vs grad J (log)")
+    ax1.set_title(f"bias of each estimator (baseline none, lambda {lam0:g})"
+                  + ("\nafter its known scale c (T/K for random K of T, else 1)" if error != "rel_error" else ""),
+                  fontsize=9)
     ax1.legend(fontsize=7)
     ax1.grid(axis="y", alpha=0.3)
     full = df[df["selection"] == "all"]

@@ -79,7 +79,9 @@ def load_eval_grid(eval_dir: str | Path, *, tasks: Sequence[str], methods: Seque
                    metric: Mapping[str, str] | None = None,
                    task_splits: Mapping[str, Sequence[str]] | None = None,
                    shared_seeds: Mapping[str, int] | None = None) -> pd.DataFrame:
-    """Every metrics file of the grid as one row: task, method, seed, ckpt, step, gen_length, split, value (%).
+    """Every metrics file of the grid as one row: task, method, seed, ckpt, step, gen_length, split, value (%),
+    n (examples behind the value, the file's ``n``), shared (the row stands in for a shared model) and model_seed
+    (the seed whose files were read).
 
     ``checkpoints`` maps a method to its evaluated checkpoints; a ``"TASK:METHOD"`` key overrides that for one task
     (a task whose RL runs save on their own schedule). ``shared_seeds["TASK:METHOD"]`` (or ``[METHOD]``) names a
@@ -123,10 +125,19 @@ def load_eval_grid(eval_dir: str | Path, *, tasks: Sequence[str], methods: Seque
                             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                                     or not 0.0 <= value <= 1.0:
                                 raise ValueError(f"{path}: field {field!r} = {value} is not a fraction in [0, 1]")
+                            n = data.get("n")
+                            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                                raise ValueError(f"{path}: field 'n' (examples evaluated) = {n!r} is not a positive "
+                                                 f"integer")
                             rows.append({"task": task, "method": method, "seed": int(seed), "ckpt": ckpt,
                                          "step": step, "gen_length": int(length), "split": split,
-                                         "value": 100.0 * value})
-    return pd.DataFrame(rows, columns=["task", "method", "seed", "ckpt", "step", "gen_length", "split", "value"])
+                                         "value": 100.0 * value, "n": n, "shared": shared is not None,
+                                         "model_seed": int(seed if shared is None else shared)})
+    return pd.DataFrame(rows, columns=GRID_COLUMNS)
+
+
+GRID_COLUMNS = ["task", "method", "seed", "ckpt", "step", "gen_length", "split", "value", "n", "shared",
+                "model_seed"]
 
 
 def _choose(group: pd.DataFrame) -> dict:
@@ -148,12 +159,15 @@ def _choose(group: pd.DataFrame) -> dict:
 
 def protocol_scores(grid: pd.DataFrame) -> pd.DataFrame:
     """Per (task, method, seed, gen_length) and per (task, method, seed) with gen_length "best": the accuracy of
-    each protocol and the checkpoint the validation split chose."""
+    each protocol and the checkpoint the validation split chose; ``shared`` marks a model every seed shares."""
     rows = []
     for (task, method, seed), group in grid.groupby(["task", "method", "seed"], sort=False):
+        shared = bool(group["shared"].all()) if "shared" in group else False
         for length, sub in group.groupby("gen_length", sort=False):
-            rows.append({"task": task, "method": method, "seed": seed, "gen_length": str(length), **_choose(sub)})
-        rows.append({"task": task, "method": method, "seed": seed, "gen_length": BEST, **_choose(group)})
+            rows.append({"task": task, "method": method, "seed": seed, "gen_length": str(length), "shared": shared,
+                         **_choose(sub)})
+        rows.append({"task": task, "method": method, "seed": seed, "gen_length": BEST, "shared": shared,
+                     **_choose(group)})
     return pd.DataFrame(rows)
 
 
@@ -163,7 +177,8 @@ def _length_order(values: Iterable[str]) -> list[str]:
 
 
 def summarize(scores: pd.DataFrame, methods: Sequence[str], level: float = 0.95) -> pd.DataFrame:
-    """Mean and t-interval over seeds of both protocols, rows in the order task x length x ``methods``."""
+    """Mean and t-interval over seeds of both protocols, rows in the order task x length x ``methods``. A shared
+    model (one evaluation standing in every seed's row) counts once: n = 1, no interval."""
     rows = []
     tasks = list(dict.fromkeys(scores["task"]))
     for task in tasks:
@@ -172,6 +187,8 @@ def summarize(scores: pd.DataFrame, methods: Sequence[str], level: float = 0.95)
                 sub = scores[(scores["task"] == task) & (scores["gen_length"] == length) & (scores["method"] == method)]
                 if sub.empty:
                     raise ValueError(f"no scores for task {task!r}, method {method!r}, gen_length {length}")
+                if "shared" in sub and sub["shared"].all():
+                    sub = sub.head(1)
                 row = {"source": OURS, "task": task, "gen_length": length, "method": method,
                        "n_seeds": int(len(sub))}
                 for protocol in PROTOCOLS:
@@ -187,34 +204,61 @@ def summarize(scores: pd.DataFrame, methods: Sequence[str], level: float = 0.95)
     return pd.DataFrame(rows)
 
 
-def paired_gains(scores: pd.DataFrame, reference: str, methods: Sequence[str], level: float = 0.95) -> pd.DataFrame:
-    """Per task, length, protocol and method: d_s = score(method, s) - score(reference, s) over the seeds s both
-    have; mean, t-interval, n, and whether the interval excludes zero."""
+def _paired_rows(scores: pd.DataFrame, method: str, reference: str, level: float) -> list[dict]:
+    """Per task, length and protocol: d_s = score(method, s) - score(reference, s) over the seeds s both have (a
+    shared reference pairs with every seed); mean, t-interval, n, and whether the interval excludes zero."""
     rows = []
     ref = scores[scores["method"] == reference].set_index(["task", "gen_length", "seed"])
-    if ref.empty:
-        raise ValueError(f"reference method {reference!r} has no scores")
     for task in dict.fromkeys(scores["task"]):
         for length in _length_order(scores.loc[scores["task"] == task, "gen_length"]):
             for protocol in PROTOCOLS:
-                for method in methods:
-                    if method == reference:
-                        continue
-                    sub = scores[(scores["task"] == task) & (scores["gen_length"] == length)
-                                 & (scores["method"] == method)]
-                    diffs = []
-                    for _, r in sub.iterrows():
-                        key = (task, length, r["seed"])
-                        if key in ref.index and not math.isnan(r[protocol]) and not math.isnan(ref.loc[key, protocol]):
-                            diffs.append(float(r[protocol]) - float(ref.loc[key, protocol]))
-                    if not diffs:
-                        continue
-                    ci = mean_ci(diffs, level)
-                    rows.append({"task": task, "gen_length": length, "protocol": protocol, "method": method,
-                                 "reference": reference, "n_seeds": ci.n, "diff_mean": ci.mean,
-                                 "diff_ci_low": ci.low, "diff_ci_high": ci.high,
-                                 "ci_excludes_zero": bool(ci.excludes_zero)})
-    return pd.DataFrame(rows)
+                sub = scores[(scores["task"] == task) & (scores["gen_length"] == length) & (scores["method"] == method)]
+                diffs = []
+                for _, r in sub.iterrows():
+                    key = (task, length, r["seed"])
+                    if key in ref.index and not math.isnan(r[protocol]) and not math.isnan(ref.loc[key, protocol]):
+                        diffs.append(float(r[protocol]) - float(ref.loc[key, protocol]))
+                if not diffs:
+                    continue
+                ci = mean_ci(diffs, level)
+                rows.append({"task": task, "gen_length": length, "protocol": protocol, "method": method,
+                             "reference": reference, "n_seeds": ci.n, "diff_mean": ci.mean,
+                             "diff_ci_low": ci.low, "diff_ci_high": ci.high,
+                             "ci_excludes_zero": bool(ci.excludes_zero)})
+    return rows
+
+
+def _ordered(rows: list[dict]) -> pd.DataFrame:
+    """Rows in the order task x length x protocol, pairs in the order given (stable sort)."""
+    df = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+    if df.empty:
+        return df
+    tasks = {t: i for i, t in enumerate(dict.fromkeys(df["task"]))}
+    lengths = {v: i for i, v in enumerate(_length_order(df["gen_length"]))}
+    key = df["task"].map(tasks) * 10_000 + df["gen_length"].map(lengths) * 10 + df["protocol"].map(
+        {p: i for i, p in enumerate(PROTOCOLS)})
+    return df.iloc[key.argsort(kind="mergesort")].reset_index(drop=True)
+
+
+PAIRED_COLUMNS = ["task", "gen_length", "protocol", "method", "reference", "n_seeds", "diff_mean", "diff_ci_low",
+                  "diff_ci_high", "ci_excludes_zero"]
+
+
+def paired_gains(scores: pd.DataFrame, reference: str, methods: Sequence[str], level: float = 0.95) -> pd.DataFrame:
+    """Every method of ``methods`` minus ``reference``, paired by seed (see ``_paired_rows``)."""
+    if scores[scores["method"] == reference].empty:
+        raise ValueError(f"reference method {reference!r} has no scores")
+    return _ordered([row for m in methods if m != reference for row in _paired_rows(scores, m, reference, level)])
+
+
+def method_pairs(scores: pd.DataFrame, pairs: Sequence[tuple[str, str]], level: float = 0.95) -> pd.DataFrame:
+    """Method-vs-method differences ``a - b`` for each pair (a, b), paired by seed, both protocols."""
+    present = set(scores["method"])
+    for a, b in pairs:
+        missing = [m for m in (a, b) if m not in present]
+        if missing:
+            raise ValueError(f"pair {a}-{b}: method(s) {missing} have no scores (methods: {sorted(present)})")
+    return _ordered([row for a, b in pairs for row in _paired_rows(scores, a, b, level)])
 
 
 def paper_reference_rows(tasks: Sequence[str]) -> pd.DataFrame:
@@ -261,7 +305,8 @@ def main_markdown(summary: pd.DataFrame, reference: pd.DataFrame | None, metric_
     n_values = sorted({int(n) for n in summary["n_seeds"]})
     parts = [f"# {title}\n",
              f"Accuracy in % ({metric_note}); mean and 95% t-interval over seeds (n = "
-             f"{', '.join(map(str, n_values))} per cell; a single seed has no interval). Two checkpoint protocols:",
+             f"{', '.join(map(str, n_values))} per cell; a single seed has no interval: the warm start every seed shares is "
+             f"one evaluation of one model, n = 1). Two checkpoint protocols:",
              f"- **Best on test**: {PROTOCOL_LABELS['best_on_test']}.",
              f"- **Chosen on validation**: {PROTOCOL_LABELS['val_chosen']}.",
              "- Length `best`: the best generation length, picked the same way (the paper's Figure 1).\n"]
@@ -300,3 +345,18 @@ def gains_markdown(gains: pd.DataFrame, title: str) -> str:
 def metric_note(tasks: Sequence[str], metric: Mapping[str, str] | None = None) -> str:
     metric = {**DEFAULT_METRIC, **(metric or {})}
     return "; ".join(f"{t}: {metric.get(t, 'accuracy')}" for t in tasks)
+
+
+def pairs_markdown(pairs: pd.DataFrame, title: str) -> str:
+    """The method-vs-method table: each row one pair a - b, paired by seed."""
+    parts = [f"# {title}\n",
+             "Paired differences a - b in accuracy points: per seed the score of a minus the score of b (same seed, "
+             "same warm start, same prompts), then mean and 95% t-interval over seeds. `excludes 0` marks intervals "
+             "entirely above or below zero.\n"]
+    rows = [[r.task, r.gen_length, "best on test" if r.protocol == "best_on_test" else "chosen on validation",
+             f"{method_label(r.method)} - {method_label(r.reference)}", int(r.n_seeds),
+             format_ci(r.diff_mean, r.diff_ci_low, r.diff_ci_high), "yes" if r.ci_excludes_zero else "no"]
+            for r in pairs.itertuples()]
+    parts.append(markdown_table(["Task", "Gen. length", "Protocol", "Pair (a - b)", "n seeds", "Difference",
+                                 "excludes 0"], rows))
+    return "\n".join(parts)

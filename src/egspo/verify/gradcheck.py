@@ -15,7 +15,8 @@ the table measures by how much. ``score=exact`` rows replace the surrogate by th
 transition score, which restores unbiasedness.
 
 Columns: ``selection, k, lam, baseline, remasking, cosine, rel_error, variance`` (cosine and relative L2 error of
-``E g`` against ``grad J``; ``variance = E|g|^2 - |E g|^2``), then ``score, n_trajectories, J, grad_norm``.
+``E g`` against ``grad J``; ``variance = E|g|^2 - |E g|^2``), then ``score, n_trajectories, J, grad_norm`` and
+``estimate_norm = |E g|`` (with ``grad_norm`` and ``cosine`` it gives the error after any rescaling of ``E g``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from egspo.verify.exact import (
 from egspo.utils.files import atomic_write_text
 
 COLUMNS = ("selection", "k", "lam", "baseline", "remasking", "cosine", "rel_error", "variance",
-           "score", "n_trajectories", "J", "grad_norm")
+           "score", "n_trajectories", "J", "grad_norm", "estimate_norm")
 BASELINES = ("none", "greedy", "value")
 REMASKINGS = ("random", "low_confidence")
 
@@ -130,7 +131,7 @@ def gradcheck_rows(problem: ExactProblem, ks: list[int], lams: list[float]) -> l
                     rows.append({"selection": method, "k": k, "lam": float(lam), "baseline": baseline,
                                  "remasking": remasking, "cosine": stats.cosine, "rel_error": stats.rel_error,
                                  "variance": stats.variance, "score": score_name, "n_trajectories": N, "J": J,
-                                 "grad_norm": float(grad_j.norm())})
+                                 "grad_norm": float(grad_j.norm()), "estimate_norm": float(stats.mean.norm())})
     return rows
 
 
