@@ -37,7 +37,6 @@ import torch
 
 from egspo.core.generation_io import parse_tags
 
-RESERVED = ("completion", "reward", "correct")
 # metric names every metrics JSON has (grader fields add more); a --tag may not reuse them
 FIXED_METRICS = ("accuracy", "n", "reward_mean", "task", "model", "data", "style", "gen_length", "steps",
                  "block_length", "temperature", "remasking", "generation_s", "tags")
@@ -67,31 +66,14 @@ def generate_completions(model, tokenizer, prompt_ids: Sequence[Sequence[int]], 
 
 
 def grade_rows(task, rows: Sequence[dict[str, Any]], completions: Sequence[str]) -> tuple[list[dict], dict[str, Any]]:
-    """Rows with ``completion`` / ``reward`` / ``correct`` (+ grader extras) and the summary metrics."""
-    grades = task.grade_batch(list(completions), list(rows))
-    if len(grades) != len(rows):
-        raise ValueError(f"task {task.name!r} returned {len(grades)} grades for {len(rows)} rows")
-    out_rows, extras = [], {}
-    for row, completion, grade in zip(rows, completions, grades, strict=True):
-        if "correct" not in grade or "reward" not in grade:
-            raise ValueError(f"task {task.name!r} grader returned {sorted(grade)}; needs 'correct' and 'reward'")
-        out = dict(row)
-        out.update(grade)
-        out["completion"] = completion
-        out["correct"] = bool(grade["correct"])
-        out["reward"] = float(grade["reward"])
-        out_rows.append(out)
-        for key, value in grade.items():
-            if key not in RESERVED and isinstance(value, (bool, int, float)):
-                extras.setdefault(key, []).append(float(value))
-    n = len(out_rows)
-    metrics: dict[str, Any] = {
-        "accuracy": sum(r["correct"] for r in out_rows) / n if n else float("nan"),
-        "n": n,
-        "reward_mean": sum(r["reward"] for r in out_rows) / n if n else float("nan"),
-    }
-    for key, values in sorted(extras.items()):
-        metrics[key] = sum(values) / len(values)
+    """Rows with ``completion`` / ``reward`` / ``correct`` (+ grader extras) and the summary metrics, both computed
+    through the task's Hugging Face ``evaluate`` metric (:mod:`egspo.evaluation.metric`): the summary a user gets
+    from ``evaluate.load`` on the same completions."""
+    from egspo.evaluation.metric import grade_with_metric
+
+    grades, metrics = grade_with_metric(task, rows, completions)
+    out_rows = [{**row, **grade, "completion": completion} for row, completion, grade in zip(rows, completions, grades,
+                                                                                           strict=True)]
     return out_rows, metrics
 
 
