@@ -1,5 +1,6 @@
 import json
 import random
+import sys
 import time
 
 import pytest
@@ -28,6 +29,40 @@ def test_grade_command_writes_rows_and_prints_accuracy(tmp_path, capsys):
     assert rows[0]["Puzzle"] == SUDOKU["Puzzle"]
     line = capsys.readouterr().out
     assert "task=sudoku n=3 accuracy=0.3333" in line and "cell_accuracy=0.6250" in line
+
+
+def test_values_json_cannot_write_never_abort_the_file(tmp_path):
+    # a legitimate authors-compat Countdown value with 6,021 digits (more than Python writes as decimal text) and a
+    # completion holding a lone surrogate (valid in JSON text, not in UTF-8): every row is written
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    huge = {"numbers": [2, 20000, 1], "target": 5, "completion": "2**20000*1"}
+    surrogate = {"numbers": [2, 3, 4], "target": 5, "completion": "<answer>2*4-3</answer>\ud800"}
+    _write(inp, [json.dumps(huge), json.dumps(surrogate)])
+    for compat in (["--compat", "authors"], []):
+        assert main(["grade", "--task", "countdown", "--input", str(inp), "--output", str(out), *compat]) == 0
+        rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+        assert len(rows) == 2 and rows[1]["completion"] == "<answer>2*4-3</answer>\\ud800"
+    assert compat_grade("countdown", huge["completion"], huge)["eval_value"] == 2 ** 20000
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert rows[1]["correct"] is True  # our mode grades the answer block; the surrogate lies outside it
+    main(["grade", "--task", "countdown", "--input", str(inp), "--output", str(out), "--compat", "authors"])
+    value = json.loads(out.read_text(encoding="utf-8").splitlines()[0])["eval_value"]
+    mantissa, exponent = value.split("e+")
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        digits = str(2 ** 20000)  # an independent reading of the same number
+    finally:
+        sys.set_int_max_str_digits(limit)
+    assert int(exponent) == len(digits) - 1 == 6020 and abs(float(mantissa) - int(digits[:8]) / 1e7) < 1e-6
+
+
+def test_json_safe_replaces_only_what_cannot_be_written():
+    from egspo.tasks.answers import json_safe
+
+    assert json_safe({"a": [1, 2.5, None, True, "x"], "b": (1,)}) == {"a": [1, 2.5, None, True, "x"], "b": [1]}
+    assert json_safe(-(10 ** 5000)) == "-1.000000e+5000" and json_safe(10 ** 4000) == 10 ** 4000
+    assert json_safe("a\udc80b") == "a\\udc80b" and json_safe("ünï") == "ünï"
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from egspo.tasks.arith import (
     ArithZeroDivision,
     evaluate_exact,
     evaluate_python,
+    exact_literals,
     integer_literals,
 )
 
@@ -55,7 +56,51 @@ def test_exact_mode():
     assert evaluate_exact("1/3") == Fraction(1, 3)
     with pytest.raises(ArithZeroDivision):
         evaluate_exact("4/(2-2)")
-    for expr in ["-1", "+1", "2**3", "7//2", "1.5", "2(3)", "1e3", "x", "012", "(" * 300 + "1" + ")" * 300]:
+    for expr in ["2**3", "7//2", "1.5", "2(3)", "1e3", "x", "012", "()", "1 2", "1+", "(1", "1)", "+", "",
+                 "(" * 300 + "1" + ")" * 299, "2/(1-1))"]:
         with pytest.raises(ArithError):
             evaluate_exact(expr)
+    # signs and parentheses nested to any depth (an iterative parser; Python's stops at 200 levels)
+    assert evaluate_exact("-1") == -1 and evaluate_exact("+1") == 1 and evaluate_exact("- -5") == 5
+    assert evaluate_exact("-2*3") == -6 and evaluate_exact("2*-3") == -6 and evaluate_exact("8/4/2") == 1
+    assert evaluate_exact("(" * 4000 + "1+2" + ")" * 4000) == 3
+    assert exact_literals("-(-(35+87-28))") == [35, 87, 28]
+
+
+def test_exact_mode_equals_python_parser_on_random_expressions():
+    # differential: our shunting-yard parse vs Python's own parser with exact Fractions on the same text
+    import ast
+    import operator
+
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+    def reference(node):
+        if isinstance(node, ast.Constant):
+            return Fraction(node.value)
+        if isinstance(node, ast.UnaryOp):
+            value = reference(node.operand)
+            return -value if isinstance(node.op, ast.USub) else value
+        return ops[type(node.op)](reference(node.left), reference(node.right))
+
+    rng = random.Random(0)
+
+    def expression(depth):
+        if depth == 0 or rng.random() < 0.3:
+            return str(rng.randint(0, 20))
+        kind = rng.random()
+        if kind < 0.15:
+            return rng.choice("+-") + expression(depth - 1)
+        if kind < 0.3:
+            return "(" + expression(depth - 1) + ")"
+        return expression(depth - 1) + rng.choice("+-*/") + expression(depth - 1)
+
+    for _ in range(3000):
+        text = expression(6)
+        try:
+            expected = reference(ast.parse(text, mode="eval").body)
+        except ZeroDivisionError:
+            with pytest.raises(ArithZeroDivision):
+                evaluate_exact(text)
+            continue
+        assert evaluate_exact(text) == expected, text
     assert integer_literals("25*43/25") == [25, 43, 25]

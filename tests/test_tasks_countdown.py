@@ -38,7 +38,7 @@ def test_solver_matches_independent_enumeration_and_fast_path():
         assert values == set(countdown.reachable(ms))
         for value, expr in list(countdown.solutions(ms).items())[:20]:
             assert countdown.evaluate_exact(expr) == value
-            assert sorted(countdown.integer_literals(expr)) == sorted(ms)
+            assert sorted(countdown.exact_literals(expr)) == sorted(ms)
     assert countdown.solve([1, 1, 1], 100) is None
     assert countdown.solve([92, 1, 1], 46) == "92/(1+1)"
 
@@ -77,7 +77,18 @@ def test_tiny_generator_solvable_and_disjoint_by_multiset_with_shared_targets():
         ("30+93-100+30-30", 0.1, False),  # a number used more than once
         ("93-30", 0.1, False),  # a number left out
         ("30/(100-100)", 0.1, False),  # division by zero: well-formed, never correct
-        ("-(-(30+93-100))", 0.0, False),  # unary signs are outside the game
+        # a careful human accepts signs and redundant parentheses nested to any depth (Python's parser stops at 200)
+        ("-(-(30+93-100))", 1.0, True),
+        ("-100+93+30", 1.0, True),
+        ("- 100 + 93 + 30", 1.0, True),
+        ("+30+93-100", 1.0, True),
+        ("93-(-30)-100", 1.0, True),
+        ("93−−30−100", 1.0, True),  # unicode minus twice: minus a negated 30
+        ("(" * 1000 + "30+93-100" + ")" * 1000, 1.0, True),
+        ("((30)+((93))-(((100))))", 1.0, True),
+        ("-(30+93-100)", 0.1, False),  # well-formed, value -23
+        ("(" * 1000 + "30+93-100" + ")" * 999, 0.0, False),  # unbalanced
+        ("30+-", 0.0, False),
         ("30+93-100=23", 0.0, False),
         ("30.+93-100", 0.0, False),
         ("030+93-100", 0.0, False),

@@ -31,6 +31,40 @@ def test_numeric_match(answer, correct):
     assert TASK.grade(completion, ROW)["correct"] is correct
 
 
+@pytest.mark.parametrize(
+    "gold, answer, correct",
+    [
+        # thousands groups: thin space, narrow no-break space, no-break space, plain space, LaTeX {,} and \,
+        (1234567, "1\u2009234\u2009567", True), (1234567, "1\u202f234\u202f567", True),
+        (1234, "1\u00a0234", True), (1000000, "1 000 000", True), (1000, "1{,}000", True),
+        (12345, "12\\,345", True), (1000000, "$1{,}000{,}000", True),
+        (1234, "1 23 4", False), (1234, "1 234 5", False), (1234, "1{,}234 or 1 235", False),
+        # minus: a space after it at the start, an en dash, a unicode minus, before a dollar sign
+        (-10, "- 10", True), (-10, "\u2013 10", True), (-10, "\u221210", True), (-10, "-$10", True),
+        (-10, "x = - 10", True), (10, "- 10", False), (-10, "10 - 20", False),
+        # a unit exponent is part of the unit
+        (25, "25 ft^2", True), (25, "25 \\text{ft}^{2}", True), (25, "25 m^3", True), (25, "25 cm\u00b2", True),
+        (1000, "10^3", False),
+        # scale words
+        (1450000, "1.45 million", True), (2000, "2 thousand dollars", True), (3000000000, "$3 billion", True),
+        (145, "1.45 million", False),
+        # a final number restated in a sentence (every number of the answer has the same value)
+        (18, "18. Janet makes $18 every day.", True), (18, "18\nSo the answer is 18.", True),
+        (18, "18 or 19", False), (2, "1 + 1 = 2", False),
+    ],
+)
+def test_numbers_read_as_a_careful_human_reads_them(gold, answer, correct):
+    row = {"question": "q", "answer": f"work\n#### {gold}"}
+    completion = f"<reasoning>\nx\n</reasoning>\n<answer>\n{answer}\n</answer>"
+    assert TASK.grade(completion, row)["correct"] is correct, gsm8k.normalize_answer(answer)
+
+
+def test_integer_reward_reads_the_normalised_answer():
+    for answer in ("1 000", "1{,}000", "- 10", "\u2013 10"):
+        assert gsm8k.reward_components(f"<answer>{answer}</answer>", Fraction(0))["int_reward"] == 0.5, answer
+    assert gsm8k.reward_components("<answer>1 000 dollars</answer>", Fraction(0))["int_reward"] == 0.0
+
+
 def test_negative_gold_and_answer_location():
     row = {"question": "q", "answer": "cold\n#### -10"}
     assert TASK.grade("<answer>-10</answer>", row)["correct"]

@@ -86,3 +86,25 @@ def test_loader_normalizes_missing_answer_and_prompt(tmp_path):
     with pytest.raises(ValueError, match="tiny"):
         TASK.load("test", "tiny")
     assert TASK.grade(TASK.target(rows[0], "d1"), rows[0])["reward"] == 2.5
+
+
+def test_a_check_that_would_run_unbounded_is_cut_off_from_any_thread(monkeypatch):
+    # 9^{9^{9^{9}}}: math-verify would compute the power; signal.alarm cannot stop it outside the main thread (nor a
+    # long C-level operation inside it). The worker process is killed at the deadline and the answer is "no".
+    from egspo.tasks import math500, verify_worker
+
+    monkeypatch.setattr(math500, "MATH_VERIFY_TIMEOUT", 1)
+    out = {}
+
+    def work():
+        out["huge"] = TASK.grade("<answer>\\boxed{9^{9^{9^{9}}}}</answer>", _row("1"))["correct"]
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join(300)  # only a check that is not bounded gets here
+    assert not t.is_alive() and out["huge"] is False
+    # a fresh worker answers the next check
+    monkeypatch.setattr(math500, "MATH_VERIFY_TIMEOUT", 30)
+    assert TASK.grade("<answer>\\boxed{0.5}</answer>", _row("\\frac{1}{2}"))["correct"]
+    verify_worker.shutdown()
+    assert verify_worker.verify_equivalent("2", "2", 30)  # a later call starts a new worker

@@ -75,6 +75,11 @@ def test_tiny_generator_unique_disjoint_by_grid_and_deterministic():
         ("<answer>3142243142</answer>", 0.0, False),  # 10 digits
         ("<answer>0000000000000000</answer>", 0.0, False),
         ("<answer>3142243142131324</answer>\n<answer>3122243142131324</answer>", 7 / 8, False),  # last block
+        # row labels are not cells
+        ("<answer>R1:3142 R2:2431 R3:4213 R4:1324</answer>", 1.0, True),
+        ("<answer>\nRow 1: 3 1 4 2\nRow 2: 2 4 3 1\nRow 3: 4 2 1 3\nRow 4: 1 3 2 4\n</answer>", 1.0, True),
+        ("<answer>row #1 - 3142, row #2 - 2431, row #3 - 4213, row #4 - 1324</answer>", 1.0, True),
+        ("<answer>R1:3122 R2:2431 R3:4213 R4:1324</answer>", 7 / 8, False),
         ("3142243142131324", 0.0, False),  # no answer block
         ("<answer>\n3142243142131324\n", 0.0, False),  # unclosed
         ("", 0.0, False),
@@ -85,6 +90,52 @@ def test_sudoku_scoring(completion, cell_accuracy, correct):
     assert result["cell_accuracy"] == pytest.approx(cell_accuracy)
     assert result["correct"] is correct
     assert TASK.reward(completion, ROW) == pytest.approx(cell_accuracy)
+
+
+def _two_solution_puzzle() -> tuple[str, str, str]:
+    """(puzzle, stored solution, the other solution) of a puzzle with exactly two completions, found by blanking
+    cells of the first grid in a fixed order."""
+    grid = sudoku.all_grids()[0]
+    rng = random.Random(0)
+    for _ in range(1000):
+        cells = rng.sample(range(16), 8)
+        puzzle = "".join("0" if i in cells else grid[i] for i in range(16))
+        if sudoku.count_completions(puzzle) == 2:
+            other = next(s for s in sudoku.solve(puzzle, limit=None) if s != grid)
+            return puzzle, grid, other
+    raise AssertionError("no two-solution puzzle found")
+
+
+def test_any_valid_completion_that_keeps_the_givens_is_solved():
+    puzzle, stored, other = _two_solution_puzzle()
+    row = {"Puzzle": puzzle, "Solution": stored}
+    assert _valid(other) and other != stored and all(p in ("0", o) for p, o in zip(puzzle, other))
+    for grid in (stored, other):
+        result = TASK.grade(f"<answer>{grid}</answer>", row)
+        assert result["correct"] and result["cell_accuracy"] == 1.0
+    # a complete grid keeping the givens but breaking the columns (two empty cells of a row swapped) is not solved
+    i, j = next((i, j) for i in range(16) for j in range(i + 1, 16)
+                if i // 4 == j // 4 and puzzle[i] == puzzle[j] == "0" and other[i] != other[j])
+    broken = list(other)
+    broken[i], broken[j] = other[j], other[i]
+    result = TASK.grade(f"<answer>{''.join(broken)}</answer>", row)
+    assert not result["correct"] and result["cell_accuracy"] < 1.0
+    # authors-compat mode keeps comparing with the stored solution
+    from egspo.tasks.authors_compat import compat_grade
+
+    assert compat_grade("sudoku", f"<answer>{stored}</answer>", row)["correct"]
+    assert not compat_grade("sudoku", f"<answer>{other}</answer>", row)["correct"]
+
+
+def test_124_of_the_500_test_puzzles_have_two_to_four_solutions(shared_data):
+    rows = TASK.load("test", str(shared_data / "sudoku_4x4_test.csv"))
+    counts = [sudoku.count_completions(r["Puzzle"]) for r in rows]
+    assert len(rows) == 500 and sum(c > 1 for c in counts) == 124 and max(counts) == 4 and min(counts) == 1
+    # the two solvers agree, and every completion of every puzzle grades as solved in our mode
+    for row, count in zip(rows, counts):
+        solutions = sudoku.solve(row["Puzzle"], limit=None)
+        assert len(solutions) == count and row["Solution"] in solutions
+        assert all(TASK.grade(f"<answer>{s}</answer>", row)["correct"] for s in solutions)
 
 
 def test_sudoku_never_raises_or_hangs_on_adversarial_text():

@@ -60,7 +60,10 @@ def read_rows(path: str | os.PathLike, fields: tuple[str, ...], task=None) -> li
 
 
 def grade_rows(task_name: str, rows: list[dict[str, Any]], compat: str | None = None) -> list[dict[str, Any]]:
-    """Each row with ``reward``, ``correct`` and the task's extras added (the library entry point of this command)."""
+    """Each row with ``reward``, ``correct`` and the task's extras added (the library entry point of this command),
+    JSON-safe (:func:`egspo.tasks.answers.json_safe`: no value a JSON writer cannot write aborts the file)."""
+    from egspo.tasks.answers import json_safe
+
     if compat not in (None, "authors"):
         raise ValueError(f"compat must be None or 'authors', got {compat!r}")
     out = []
@@ -69,12 +72,13 @@ def grade_rows(task_name: str, rows: list[dict[str, Any]], compat: str | None = 
 
         for row in rows:
             result = compat_grade(task_name, row["completion"], row)
-            out.append({**row, **result, "reward": float(result["reward"]), "correct": bool(result["correct"])})
+            out.append(json_safe({**row, **result, "reward": float(result["reward"]),
+                                  "correct": bool(result["correct"])}))
         return out
     task = get_task(task_name)
     results = task.grade_batch([r["completion"] for r in rows], rows)
     for row, result in zip(rows, results, strict=True):
-        out.append({**row, **result, "reward": float(result["reward"]), "correct": bool(result["correct"])})
+        out.append(json_safe({**row, **result, "reward": float(result["reward"]), "correct": bool(result["correct"])}))
     return out
 
 

@@ -11,7 +11,9 @@ Conventions of our (intended-semantics) graders, used by every task:
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 import unicodedata
 from typing import Any
 
@@ -116,3 +118,35 @@ def check_style(style: str) -> str:
     if style not in ("d1", "tiny"):
         raise ValueError(f"style must be 'd1' or 'tiny', got {style!r}")
     return style
+
+
+def _int_text(value: int) -> int | str:
+    """``value`` itself when Python can write it in decimal (``sys.get_int_max_str_digits``), else a string in
+    scientific notation with 6 decimals (``"9.999999e+95423"``)."""
+    limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
+    if not limit or abs(value).bit_length() * 0.30103 < limit - 2:
+        return value
+    exponent = math.log10(abs(value))
+    whole = math.floor(exponent)
+    return f"{'-' if value < 0 else ''}{10 ** (exponent - whole):.6f}e+{whole}"
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with everything a JSON writer cannot write replaced: integers too long for decimal text become
+    strings in scientific notation, strings with lone surrogates (e.g. ``"\\ud800"`` read from JSON) get them
+    escaped as ``\\uXXXX`` text, tuples become lists; dicts and lists are walked."""
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return _int_text(value)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {json_safe(k) if isinstance(k, str) else k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

@@ -5,8 +5,10 @@ whitelist of node types, so no completion can execute code, recurse the interpre
 
 Two evaluators:
 
-- :func:`evaluate_exact` (our graders): non-negative integer literals, binary ``+ - * /`` and parentheses, evaluated
-  in exact rational arithmetic (:class:`fractions.Fraction`). Anything else is an :class:`ArithError`.
+- :func:`evaluate_exact` (our graders): non-negative integer literals, binary ``+ - * /``, unary signs and
+  parentheses nested to any depth, parsed by an iterative operator-precedence parser of its own (Python's parser
+  stops at 200 nested parentheses) and evaluated in exact rational arithmetic (:class:`fractions.Fraction`).
+  Anything else is an :class:`ArithError`.
 - :func:`evaluate_python` (the authors' compatibility mode): reproduces what Python's ``eval`` returns for the
   arithmetic subset of Python syntax (int / float / complex results, ``//`` and ``**`` included), but refuses with
   :class:`ArithLimitError` any integer power or product whose result would exceed ``max_int_bits`` bits, which is
@@ -18,6 +20,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
 from fractions import Fraction
 
 #: Longest expression text either evaluator accepts.
@@ -27,6 +30,7 @@ MAX_EXPRESSION_CHARS = 10_000
 MAX_INT_BITS = 1_000_000
 
 _EXACT_CHARS = frozenset("0123456789+-*/() \t\n")
+_EXACT_TOKEN = re.compile(r"\s*(?:(\d+)|([-+*/()]))")
 
 
 class ArithError(ValueError):
@@ -72,30 +76,101 @@ def integer_literals(text: str) -> list[int]:
     return [n.value for n in lits]
 
 
-_EXACT_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_BINARY = {"+": (1, operator.add), "-": (1, operator.sub), "*": (2, operator.mul), "/": (2, None)}
+_UNARY_PRECEDENCE = 3  # a sign binds tighter than * and / (-a*b = (-a)*b; the exact value is the same either way)
 
 
-def evaluate_exact(text: str, *, max_chars: int = 1000) -> Fraction:
-    """Value of ``text`` over the Countdown grammar: non-negative decimal integer literals (no leading zeros, ASCII
-    digits), binary ``+ - * /`` and parentheses; no unary operators, no other syntax. Exact rational arithmetic."""
+def _exact_tokens(text: str) -> list[str | int]:
+    """Integer literals (ints) and the characters ``+ - * / ( )`` of ``text``; ArithError for anything else."""
     bad = sorted(set(text) - _EXACT_CHARS)
     if bad:
         raise ArithError(f"character {bad[0]!r} is not allowed (digits, + - * /, parentheses and spaces only)")
-    tree = parse_expression(text, max_chars=max_chars)
-    values: dict[int, Fraction] = {}
-    for node in _postorder(tree):
-        if isinstance(node, ast.Constant) and type(node.value) is int:
-            values[id(node)] = Fraction(node.value)
-        elif isinstance(node, ast.BinOp) and type(node.op) in _EXACT_OPS:
-            left, right = values[id(node.left)], values[id(node.right)]
-            if isinstance(node.op, ast.Div) and right == 0:
-                raise ArithZeroDivision("division by zero")
-            values[id(node)] = _EXACT_OPS[type(node.op)](left, right)
-        elif isinstance(node, ast.operator):
-            continue  # operator tokens are children of BinOp in the AST; handled with their BinOp
+    tokens: list[str | int] = []
+    pos, end = 0, len(text.rstrip())
+    while pos < end:
+        m = _EXACT_TOKEN.match(text, pos)
+        digits, symbol = m.group(1), m.group(2)
+        if digits is not None:
+            if len(digits) > 1 and digits[0] == "0":
+                raise ArithError(f"integer literal {digits!r} has a leading zero")
+            tokens.append(int(digits))
         else:
-            raise ArithError(f"{node.__class__.__name__} is not allowed in an arithmetic answer")
-    return values[id(tree)]
+            tokens.append(symbol)
+        pos = m.end()
+    return tokens
+
+
+def _apply(op: str, values: list[Fraction]) -> bool:
+    """Apply ``op`` to the top of ``values``; True when it divides by zero (0 stands in for the value, so the rest
+    of the text is still checked against the grammar)."""
+    if op in ("u+", "u-"):
+        if op == "u-":
+            values[-1] = -values[-1]
+        return False
+    right, left = values.pop(), values.pop()
+    if op == "/":
+        values.append(left / right if right else Fraction(0))
+        return right == 0
+    values.append(_BINARY[op][1](left, right))
+    return False
+
+
+def exact_literals(text: str) -> list[int]:
+    """The integer literals of an expression in the grammar of :func:`evaluate_exact`, in order."""
+    return [t for t in _exact_tokens(text) if isinstance(t, int)]
+
+
+def evaluate_exact(text: str, *, max_chars: int = MAX_EXPRESSION_CHARS) -> Fraction:
+    """Value of ``text`` over the Countdown grammar, in exact rational arithmetic:
+
+        expr := integer | expr (+ | - | * | /) expr | (+ | -) expr | ( expr )
+
+    integers are ASCII decimal literals without leading zeros; ``* /`` bind tighter than ``+ -``, both left to right;
+    a sign binds tighter than both. Parentheses may nest to any depth (an iterative shunting-yard parse)."""
+    if not isinstance(text, str):
+        raise ArithError(f"expression must be a string, got {type(text).__name__}")
+    if len(text) > max_chars:
+        raise ArithError(f"expression has {len(text)} characters, more than the limit {max_chars}")
+    values: list[Fraction] = []
+    ops: list[str] = []  # "+", "-", "*", "/", "u+", "u-", "("
+    expect_operand = True
+    zero_division = False
+    for token in _exact_tokens(text):
+        if expect_operand:
+            if isinstance(token, int):
+                values.append(Fraction(token))
+                expect_operand = False
+            elif token in "+-":
+                ops.append("u" + token)
+            elif token == "(":
+                ops.append("(")
+            else:
+                raise ArithError(f"{token!r} where a number was expected")
+        elif token == ")":
+            while ops and ops[-1] != "(":
+                zero_division |= _apply(ops.pop(), values)
+            if not ops:
+                raise ArithError("')' without a matching '('")
+            ops.pop()
+        elif isinstance(token, str) and token in _BINARY:
+            precedence = _BINARY[token][0]
+            while ops and ops[-1] != "(" and (
+                    ops[-1] in ("u+", "u-") or _BINARY[ops[-1]][0] >= precedence):
+                zero_division |= _apply(ops.pop(), values)
+            ops.append(token)
+            expect_operand = True
+        else:
+            raise ArithError(f"{token!r} where an operator was expected")
+    if expect_operand:
+        raise ArithError("the expression is empty or ends with an operator")
+    while ops:
+        op = ops.pop()
+        if op == "(":
+            raise ArithError("'(' without a matching ')'")
+        zero_division |= _apply(op, values)
+    if zero_division:
+        raise ArithZeroDivision("division by zero")
+    return values[0]
 
 
 def _checked_pow(base, exp, max_bits: int):

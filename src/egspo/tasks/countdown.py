@@ -15,7 +15,9 @@ is the last closed ``<answer>`` block, with one wrapping ``\\boxed{}`` removed a
 operators mapped to ASCII (``\\times``, ``\\cdot``, ``\\div``, ``\\left( \\right)``, ``×``, ``÷``, ``−``, fullwidth forms;
 Unicode decimal digits read as ASCII digits). It is *well-formed* when it parses in the grammar
 
-    expr := integer | expr (+ | - | * | /) expr | ( expr )         (integers without leading zeros, no unary signs)
+    expr := integer | expr (+ | - | * | /) expr | (+ | -) expr | ( expr )      (integers without leading zeros)
+
+(a careful human accepts a sign, ``-30+100-47`` or ``-(-(35+87-28))``, and redundant parentheses nested to any depth)
 
 and *correct* when its integer literals are exactly the multiset ``numbers`` and its exact rational value equals
 ``target`` (intermediate fractions are allowed; division by zero is never correct). Reward: 1.0 correct, 0.1
@@ -48,7 +50,7 @@ from egspo.tasks.answers import (
     last_answer,
     unbox,
 )
-from egspo.tasks.arith import ArithError, ArithZeroDivision, evaluate_exact, integer_literals
+from egspo.tasks.arith import ArithError, ArithZeroDivision, evaluate_exact, exact_literals
 from egspo.tasks.base import Row, Task
 from egspo.tasks.sources import carve_validation, check_split, fetch_url, hub_rows, is_path_source, read_table
 
@@ -239,7 +241,7 @@ def score(completion: str, numbers, target) -> dict[str, Any]:
         value = None
     except ArithError:
         return result
-    uses_numbers = Counter(integer_literals(expr)) == Counter(int(n) for n in numbers)
+    uses_numbers = Counter(exact_literals(expr)) == Counter(int(n) for n in numbers)
     result.update(well_formed=True, uses_numbers=uses_numbers, value=None if value is None else str(value))
     result["correct"] = bool(uses_numbers and value == Fraction(target))
     return result

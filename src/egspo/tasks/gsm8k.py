@@ -5,9 +5,14 @@ the number after the last ``####`` (thousands separators removed; negatives allo
 
 Answer extraction (intended semantics; docs/graders.md lists where this differs from the authors' code): the answer is
 the last closed ``<answer>`` block, with one wrapping ``\\boxed{}`` removed and Unicode decimal digits read as ASCII.
-It is *numeric* when it contains exactly one number (optional sign, digits with optional ``,`` thousands groups, optional
-decimals and exponent; text such as units or ``$`` around it is allowed), and *correct* when that number equals the
-gold exactly (rational comparison: ``18.0`` = ``18``, ``2,125`` = ``2125``).
+It is read as a careful human reads a number (:func:`normalize_answer`, :func:`parse_number`): thousands groups
+separated by ``,``, ``{,}``, ``\\,``, a space, a thin or no-break space (``1 000 000``, ``1{,}000``); a minus written
+``-``, ``−`` (U+2212) or ``–`` (en dash), also with a space before the digits at the start (``- 10``) or before ``$``
+(``-$10``); unit exponents (``ft^2``, ``\\text{m}^{3}``) are part of the unit, not numbers; a number followed by
+``thousand`` / ``million`` / ``billion`` / ``trillion`` is scaled (``1.45 million`` = 1450000). It is *numeric* when,
+so read, it holds one number, or several that all have the same value (a final number restated in a sentence,
+``18. She earns 18 dollars``); text such as units or ``$`` around it is allowed. It is *correct* when that number
+equals the gold exactly (rational comparison: ``18.0`` = ``18``, ``2,125`` = ``2125``).
 
 Reward (the d1 composition, max 4.0):
 
@@ -16,7 +21,7 @@ Reward (the d1 composition, max 4.0):
     soft    = 0.5 if the text is  <reasoning> ... </reasoning> <answer> ... </answer>  (any whitespace, multi-line)
     strict  = 0.5 if the text is exactly "<reasoning>\\n...\\n</reasoning>\\n<answer>\\n...\\n</answer>" (+ whitespace),
               one block each, multi-line contents allowed
-    integer = 0.5 if the whole answer is one integer (sign and thousands separators allowed)
+    integer = 0.5 if the whole (normalised) answer is one integer (sign and thousands separators allowed)
     correct = 2.0 if correct
 """
 
@@ -36,6 +41,14 @@ HUB_VALIDATION_SIZE = 256
 
 # exponents are limited to 3 digits so that no answer can make Fraction() build a huge integer
 _NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:[eE][+-]?\d{1,3}(?!\d))?")
+_SCALE = re.compile(r"\s*(thousand|million|billion|trillion)\b", re.IGNORECASE)
+_SCALES = {"thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12}
+# thousands groups with one consistent separator: {,} / \, / space / thin space / narrow or plain no-break space
+_SPACED_GROUPS = re.compile(r"(?<![\d.,])\d{1,3}(\{,\}|\\,|[ \u2009\u202f\u00a0])\d{3}(?:\1\d{3})*(?![\d])")
+_MINUS_SIGNS = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2012": "-", "\ufe63": "-", "\uff0d": "-"})
+_SPACED_SIGN = re.compile(r"(^|[(=:$])(\s*)([+-])\s+(?=\d)")
+_SIGN_BEFORE_DOLLAR = re.compile(r"([+-])\s*\\?\$\s*(?=\d)")
+_UNIT_EXPONENT = re.compile(r"(?<=[A-Za-z}])\s*\^\s*(?:\{\s*[+-]?\d+\s*\}|[+-]?\d+)")
 _INTEGER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)")
 _XML_TAGS = ("<reasoning>\n", "\n</reasoning>\n", "\n<answer>\n", "\n</answer>")
 _AFTER_REASONING = re.compile(r"\s*<answer>")
@@ -54,22 +67,36 @@ def gold_number(answer: str) -> Fraction:
         raise ValueError(f"GSM8K gold {text!r} is not a number") from None
 
 
+def normalize_answer(text: str) -> str:
+    """``text`` with every thousands separator written ``,``, every minus written ``-`` and attached to its digits
+    where it is a sign (``- 10``, ``-$10``), and unit exponents (``ft^2``) removed."""
+    text = ascii_digits(text).translate(_MINUS_SIGNS)
+    text = _SPACED_GROUPS.sub(lambda m: m.group(0).replace(m.group(1), ","), text)
+    text = _SIGN_BEFORE_DOLLAR.sub(r"\1", text)
+    text = _SPACED_SIGN.sub(r"\1\2\3", text)
+    return _UNIT_EXPONENT.sub("", text).strip()
+
+
 def _clean_answer(completion: str) -> str | None:
     block = last_answer(completion)
     if block is None:
         return None
-    return ascii_digits(unbox(block)).replace("\u2212", "-").strip()
+    return normalize_answer(unbox(block))
 
 
 def parse_number(text: str) -> Fraction | None:
-    """The single number in ``text`` (None if it has no number or more than one)."""
-    found = _NUMBER.findall(text)
-    if len(found) != 1:
-        return None
-    try:
-        return Fraction(found[0].replace(",", ""))
-    except (ValueError, ZeroDivisionError, OverflowError):
-        return None
+    """The number ``text`` (already :func:`normalize_answer`-ed) states: its one number, or the common value of all
+    its numbers (a restated final number); a number followed by a scale word is scaled. None when ``text`` has no
+    number or numbers of different values."""
+    values = set()
+    for m in _NUMBER.finditer(text):
+        try:
+            value = Fraction(m.group(0).replace(",", ""))
+        except (ValueError, ZeroDivisionError, OverflowError):
+            return None
+        scale = _SCALE.match(text, m.end())
+        values.add(value * _SCALES[scale.group(1).lower()] if scale else value)
+    return values.pop() if len(values) == 1 else None
 
 
 def soft_format(text: str) -> bool:
@@ -106,6 +133,15 @@ def reward_components(completion: str, gold: Fraction) -> dict[str, float]:
 class GSM8KTask(Task):
     name = "gsm8k"
     required_fields = ("answer",)
+    prompt_fields = ("question",)
+
+    def check_row(self, row: Row, where: str, for_prompt: bool = True) -> Row:
+        row = super().check_row(row, where, for_prompt)
+        try:
+            gold_number(row["answer"])
+        except ValueError as exc:
+            raise ValueError(f"{where}: field 'answer': {exc}") from None
+        return row
 
     def load(self, split: str, source: str = "hub", **kwargs: Any) -> list[Row]:
         rows = split_rows("gsm8k", split, source, test=(HUB_ID, HUB_CONFIG), train=(HUB_ID, HUB_CONFIG),

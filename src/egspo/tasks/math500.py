@@ -11,15 +11,14 @@ gold ``answer`` is decided by ``math_verify.verify(parse("\\boxed{gold}"), parse
 normaliser). Reward: format 0.5 when the last closed answer block contains a non-empty ``\\boxed{}``, + 2.0 when
 correct.
 
-math-verify bounds its own parsing and verification with ``signal.alarm``, which only works in the main thread. In the
-main thread we keep those timeouts; in any other thread we switch them off and run the check in a daemon worker thread
-that the caller waits for at most ``MATH_VERIFY_TIMEOUT`` seconds (an unfinished check counts as incorrect).
+Every check runs in a worker process (:mod:`egspo.tasks.verify_worker`) that the caller waits for at most
+``MATH_VERIFY_TIMEOUT`` seconds, from any thread (math-verify's own ``signal.alarm`` works only in the main thread and
+cannot stop a long C-level operation such as a huge integer power); an unfinished check counts as incorrect.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 from typing import Any
 
 from egspo.tasks.answers import SYSTEM_PROMPT, boxed_contents, chat_prompt, check_style, last_answer, unbox
@@ -56,37 +55,13 @@ def extract_prediction(completion: str) -> str | None:
     return text if text else None
 
 
-def _verify_now(gold: str, prediction: str, timeout: int | None) -> bool:
-    from math_verify import parse, verify
-
-    gold_parsed = parse(f"\\boxed{{{gold}}}", parsing_timeout=timeout)
-    pred_parsed = parse(f"\\boxed{{{prediction}}}", parsing_timeout=timeout)
-    if not gold_parsed or not pred_parsed:
-        return False
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
-
-
 def is_equivalent(gold: str, prediction: str | None) -> bool:
     """math-verify equivalence of ``prediction`` to ``gold``; never raises, never blocks longer than the timeout."""
+    from egspo.tasks.verify_worker import verify_equivalent
+
     if prediction is None or len(prediction) > MAX_ANSWER_CHARS:
         return False
-    try:
-        if threading.current_thread() is threading.main_thread():
-            return _verify_now(gold, prediction, MATH_VERIFY_TIMEOUT)
-        result: list[bool] = []
-
-        def work() -> None:
-            try:
-                result.append(_verify_now(gold, prediction, None))
-            except Exception:  # any math-verify/sympy failure is "not equivalent"
-                result.append(False)
-
-        worker = threading.Thread(target=work, daemon=True, name="math-verify")
-        worker.start()
-        worker.join(MATH_VERIFY_TIMEOUT)
-        return bool(result and result[0])
-    except Exception:
-        return False
+    return verify_equivalent(gold, prediction, MATH_VERIFY_TIMEOUT)
 
 
 def has_boxed_answer(completion: str) -> bool:

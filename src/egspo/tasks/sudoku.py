@@ -7,12 +7,14 @@ Prompts. ``d1``: the d1 Sudoku instructions with the reasoning/answer format. ``
 solution + ``</answer>``.
 
 Scoring (intended semantics; see docs/graders.md for where this differs from the authors' code). The answer is the
-last closed ``<answer>`` block; its Unicode decimal digits, read as ASCII digits, are the grid and every other character
-is a separator. It must hold exactly 16 digits and keep every given cell of the puzzle; otherwise the answer is
-invalid and scores 0. For a valid grid with E empty cells in the puzzle,
+last closed ``<answer>`` block without its row labels (``R1:``, ``Row 2 -``, ``row #3``); its Unicode decimal digits,
+read as ASCII digits, are the grid and every other character is a separator. It must hold exactly 16 digits and keep
+every given cell of the puzzle; otherwise the answer is invalid and scores 0. A valid grid *solves* the puzzle when
+every row, column and 2x2 box holds 1-4 once: 124 of the 500 test puzzles have 2 to 4 solutions, and any of them
+solves the puzzle, not only the stored one. For a valid grid with E empty cells in the puzzle,
 
-    cell_accuracy = (1/E) * #{empty cells i : answer_i == solution_i}      (the d1 metric; the reward)
-    correct       = answer == solution                                      (full solve)
+    correct       = the grid solves the puzzle                              (full solve)
+    cell_accuracy = 1 if correct, else (1/E) * #{empty cells i : answer_i == solution_i}   (the d1 metric; reward)
 
 Tiny data: every one of the 288 valid 4x4 grids is enumerated; puzzles are made by blanking cells while the solution
 stays unique (proved by counting completions); train / validation / test are disjoint *by solution grid*.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 from typing import Any
 
 from egspo.tasks.answers import SYSTEM_PROMPT, ascii_digits, chat_prompt, check_style, check_tiny_text, last_answer
@@ -201,13 +204,24 @@ def generate_tiny(
 
 
 # ---- scoring -------------------------------------------------------------------------------------------------------
+# a row label: "R1", "Row 2", "row #3", "ROW4" followed by an optional ":", ".", ")", "=", "-" or "|"
+_ROW_LABEL = re.compile(r"\b(?:row|r)\s*#?\s*[1-4](?![0-9])\s*[:.)=|-]?", re.IGNORECASE)
+
+
 def parse_grid(completion: str) -> str | None:
-    """The answer grid: the Nd digits of the last closed answer block as ASCII, if there are exactly 16."""
+    """The answer grid: the Nd digits of the last closed answer block (row labels removed) as ASCII, if there are
+    exactly 16."""
     block = last_answer(completion)
     if block is None:
         return None
-    digits = "".join(ch for ch in ascii_digits(block) if "0" <= ch <= "9")
+    digits = "".join(ch for ch in _ROW_LABEL.sub(" ", ascii_digits(block)) if "0" <= ch <= "9")
     return digits if len(digits) == SIZE else None
+
+
+def is_solved_grid(grid: str) -> bool:
+    """Whether every row, column and 2x2 box of the 16-digit ``grid`` holds the digits 1-4 once."""
+    return len(grid) == SIZE and all(grid[i] in "1234" and all(grid[j] != grid[i] for j in _PEERS[i])
+                                     for i in range(SIZE))
 
 
 def score(completion: str, puzzle: str, solution: str) -> dict[str, Any]:
@@ -215,11 +229,12 @@ def score(completion: str, puzzle: str, solution: str) -> dict[str, Any]:
     grid = parse_grid(completion)
     empty = [i for i in range(SIZE) if puzzle[i] == "0"]
     valid = grid is not None and all(grid[i] == puzzle[i] for i in range(SIZE) if puzzle[i] != "0")
-    if not valid or not empty:
-        accuracy = 1.0 if valid else 0.0
+    correct = valid and is_solved_grid(grid)
+    if correct or not valid or not empty:
+        accuracy = 1.0 if valid and (correct or not empty) else 0.0
     else:
         accuracy = sum(grid[i] == solution[i] for i in empty) / len(empty)
-    return {"correct": bool(valid and grid == solution), "cell_accuracy": accuracy, "valid": valid, "answer": grid}
+    return {"correct": correct, "cell_accuracy": accuracy, "valid": valid, "answer": grid}
 
 
 class SudokuTask(Task):
