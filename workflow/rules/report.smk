@@ -20,10 +20,11 @@ FIG1 = PATHS.results_files("figures/fig1_overview", ["png", "pdf"])
 CURVES = PATHS.results_files("figures/training_curves", ["png", "pdf"])
 FIG2 = PATHS.results_files("figures/fig2_step_selection", ["png", "pdf"])
 GRADCHECK_TABLE = PATHS.results_files("tables/gradcheck", ["csv", "md"])
+COMPUTE_TABLE = PATHS.results_files("tables/compute", ["csv", "md"])
 GRADCHECK_FIG = PATHS.results_files("figures/gradcheck", ["png", "pdf"])
 RL_COMPARE = [m for m in C["compare"] if m != START]
 # every table and figure of the default run (`rule all`)
-DEFAULT_RESULTS = MAIN_TABLES + FIG1 + CURVES + FIG2 + GRADCHECK_TABLE + GRADCHECK_FIG
+DEFAULT_RESULTS = MAIN_TABLES + FIG1 + CURVES + FIG2 + GRADCHECK_TABLE + GRADCHECK_FIG + COMPUTE_TABLE
 # the final checkpoint of every compared RL run (what the training curves read)
 RL_FINALS = PLAN.rl_finals(RL_COMPARE)
 # What results/ is made from. Targets of `all` too: results/ is committed, and without these a fresh clone would see
@@ -78,6 +79,31 @@ rule report_curves:
     shell:
         "{EGSPO} report curves --rl-dir {PATHS.rl_root} --tasks {params.tasks} --methods {params.methods} "
         "--seeds {params.seeds} --smooth 5 --figure {R}/figures/training_curves > {log} 2>&1"
+
+
+def compute_flags(methods):
+    """`egspo report compute` grid flags for the RL runs of `methods` (time ratio against diffu-GRPO if run)."""
+    methods = [m for m in methods if m != START]
+    reference = " --reference diffu_grpo" if "diffu_grpo" in methods else ""
+    return (f"--rl-dir {PATHS.rl_root} --tasks {' '.join(RL_TASKS)} --methods {' '.join(methods)} "
+            f"--seeds {' '.join(map(str, SEEDS))}{reference}")
+
+
+rule report_compute:
+    input:
+        RL_FINALS,
+    output:
+        csv=shown(f"{R}/tables/compute.csv", "compute_table", "Tables"),
+        md=f"{R}/tables/compute.md",
+    params:
+        grid=compute_flags(C["compare"]),
+    log:
+        f"{LOGS}/report/compute.log",
+    threads: PLAN.resource("report", "threads")
+    resources:
+        **PLAN.resources("report"),
+    shell:
+        "{EGSPO} report compute {params.grid} --table {R}/tables/compute > {log} 2>&1"
 
 
 rule report_fig2:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from typing import Any
 
@@ -115,11 +114,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        summary = grade_file(args.task, args.input, args.output, args.compat)
-    except (GradeInputError, ValueError, OSError) as exc:
-        print(f"egspo grade: error: {exc}", file=sys.stderr)
-        return 2
+    summary = grade_file(args.task, args.input, args.output, args.compat)  # errors: egspo.cli reports them (exit 2)
     extra = f" cell_accuracy={summary['cell_accuracy']:.4f}" if "cell_accuracy" in summary else ""
     mode = f" compat={args.compat}" if args.compat else ""
     print(f"grade: task={args.task}{mode} n={summary['n']} accuracy={summary['accuracy']:.4f}"

@@ -7,6 +7,7 @@ Sub-commands (one per Snakemake report rule):
 - ``curves``: reward and KL against the optimizer step per method and task.
 - ``trace``: Figure 2 from ``egspo trace`` files.
 - ``gradcheck``: the exact gradient check's table and figure.
+- ``compute``: seconds and model forwards per RL iteration, split into rollout / stepwise advantages / update.
 
 Evaluation files are found from the grid (``--eval-dir``, tasks, methods, seeds, checkpoints, lengths, splits) with
 the layout of docs/architecture.md, so the command line stays short however large the grid is.
@@ -85,6 +86,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     tr = sub.add_parser("trace", help="Figure 2 from egspo trace files")
     tr.add_argument("--traces", nargs="+", required=True)
     tr.add_argument("--figure", required=True)
+
+    co = sub.add_parser("compute", help="seconds and forwards per RL iteration, split by phase, per method")
+    co.add_argument("--rl-dir", required=True, help="root of the RL runs (work/rl)")
+    co.add_argument("--tasks", nargs="+", required=True)
+    co.add_argument("--methods", nargs="+", required=True)
+    co.add_argument("--seeds", nargs="+", type=int, required=True)
+    co.add_argument("--reference", help="method the time ratio is taken against (e.g. diffu_grpo)")
+    co.add_argument("--table", required=True, help="output stem: STEM.csv and STEM.md")
 
     gc = sub.add_parser("gradcheck", help="table and figure of the exact gradient check")
     gc.add_argument("--csv", required=True, help="output of egspo gradcheck")
@@ -190,6 +199,23 @@ def run_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_compute(args: argparse.Namespace) -> int:
+    from egspo.report.compute import compute_markdown, compute_table, run_means
+
+    runs = {}
+    for task in args.tasks:
+        for method in args.methods:
+            for seed in args.seeds:
+                path = Path(args.rl_dir) / task / method / f"seed{seed}" / "metrics.jsonl"
+                if not path.is_file():
+                    raise FileNotFoundError(f"RL metrics file missing: {path}")
+                runs.setdefault((task, method), []).append(run_means(read_rl_metrics(path), path))
+    df = compute_table(runs, args.methods, args.reference)
+    tables.write_csv(df, f"{args.table}.csv")
+    tables.atomic_write_text(f"{args.table}.md", compute_markdown(df, args.reference))
+    return 0
+
+
 def run_gradcheck(args: argparse.Namespace) -> int:
     from egspo.report.figures import gradcheck_figure
 
@@ -221,5 +247,6 @@ def run_gradcheck(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    handlers = {"accuracy": run_accuracy, "curves": run_curves, "trace": run_trace, "gradcheck": run_gradcheck}
+    handlers = {"accuracy": run_accuracy, "curves": run_curves, "trace": run_trace, "gradcheck": run_gradcheck,
+                "compute": run_compute}
     return handlers[args.report](args)

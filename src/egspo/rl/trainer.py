@@ -189,6 +189,11 @@ class RLTrainer:
                                                   quantized=cfg.load_in_4bit)
         if self._resume_state is not None:
             self._restore(self._resume_state)
+        from egspo.rl.forward_meter import ForwardMeter
+
+        frozen = getattr(self.reference, "frozen", None)
+        self.forwards = ForwardMeter([self.policy] + ([frozen] if frozen is not None else []))
+        self._advantages_known: tuple[float, int] | None = None
 
     def _settings_diff(self, state: dict[str, Any]) -> list[str]:
         """Settings of this run that differ from those a checkpoint was written with (resumable ones excluded)."""
@@ -274,10 +279,22 @@ class RLTrainer:
         """Gradient synchronisation across processes only on the ``last`` piece of an optimizer step."""
         return contextlib.nullcontext() if last or self.world == 1 else self.accelerator.no_sync(self.prepared)
 
+    def advantages_known(self, t0: float) -> float:
+        """A strategy calls this once its advantages are known: returns the seconds since ``t0`` (the iteration's
+        start) and marks the split between stepwise-advantage work and the update for the compute metrics."""
+        elapsed = time.perf_counter() - t0
+        self._advantages_known = (elapsed, self.forwards.rows)
+        return elapsed
+
     def run_iteration(self, prompt_rows: list[int]) -> IterationResult:
-        """Rollout + update on this process's prompts ``prompt_rows`` (dataset indices)."""
+        """Rollout + update on this process's prompts ``prompt_rows`` (dataset indices). Besides the strategy's
+        metrics it logs the compute split: ``time_sampling_s`` / ``forwards_sampling`` (generation and scoring),
+        ``time_advantage_s`` / ``forwards_advantage`` (selection, baselines, advantages) and
+        ``forwards_update`` (old / reference log-probs and optimizer steps); forwards count sequences."""
         cfg = self.cfg
         t0 = time.perf_counter()
+        f0 = self.forwards.rows
+        self._advantages_known = None
         G = cfg.num_generations
         rows = [self.rows[i] for i in prompt_rows for _ in range(G)]
         rollout = self._rollout(prompt_rows, record_greedy_fill=self.strategy.records_greedy_fill)
@@ -285,7 +302,10 @@ class RLTrainer:
         r0 = torch.tensor(self.task.reward_batch(completions, rows), dtype=torch.float32)
         if not bool(torch.isfinite(r0).all()):
             raise ValueError(f"task {cfg.task!r} returned non-finite rewards")
+        t_sampled, f_sampled = time.perf_counter() - t0, self.forwards.rows
         result = self.strategy.update(rollout, r0, rows, t0)
+        # a strategy that never marks its advantages leaves the advantage / update split unknown (None)
+        t_adv, f_adv = self._advantages_known or (None, None)
         result.completions = completions
         gathered = self.accelerator.gather(r0.to(self.device)) if self.world > 1 else r0
         entropy = self.global_sum([float(rollout.step_entropy.sum()), rollout.step_entropy.numel()])
@@ -293,6 +313,11 @@ class RLTrainer:
             "reward_mean": float(gathered.float().mean()),
             "reward_std": float(gathered.float().std(unbiased=False)),
             "entropy_mean": entropy[0] / entropy[1],
+            "time_sampling_s": t_sampled,
+            "time_advantage_s": None if t_adv is None else t_adv - t_sampled,
+            "forwards_sampling": f_sampled - f0,
+            "forwards_advantage": None if f_adv is None else f_adv - f_sampled,
+            "forwards_update": None if f_adv is None else self.forwards.rows - f_adv,
         })
         return result
 

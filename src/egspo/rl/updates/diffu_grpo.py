@@ -11,8 +11,6 @@ piece's share of the step's tokens on all processes, so the update is the step's
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
@@ -35,7 +33,7 @@ class DiffuGRPOUpdate(UpdateStrategy):
         cfg, tr = self.cfg, self.trainer
         N = len(rollout)
         advantages = group_centered(rewards, cfg.num_generations, cfg.advantage_baseline)
-        t_rollout = time.perf_counter() - t0
+        t_rollout = tr.advantages_known(t0)
         mask_id = tr.sampler_config.mask_token_id
         cmask = eos_completion_mask(rollout.completion, tr.sampler_config.eos_token_id)
         chunk = cfg.micro_batch or N

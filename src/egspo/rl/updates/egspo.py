@@ -12,8 +12,6 @@ of the K optimizer steps uses the k-th selected state of every trajectory and `e
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
@@ -63,7 +61,7 @@ class EGSPOUpdate(UpdateStrategy):
         N, K = len(rollout), cfg.k
         sel, baseline, returns, advantages = self.advantages(rollout, rewards, rows)
         valid_cpu = sel.valid.cpu()
-        t_rollout = time.perf_counter() - t0
+        t_rollout = tr.advantages_known(t0)
 
         batch = step_batch(rollout, sel.steps)  # row n*K + k
         if tr.rollout_policy.recompute_old_logprobs:

@@ -10,8 +10,6 @@ and clean earlier blocks also hidden with probability ``p_mask_prompt``) and tak
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
@@ -39,7 +37,7 @@ class SPGUpdate(UpdateStrategy):
         cfg, tr = self.cfg, self.trainer
         N, S = len(rollout), cfg.spg_num_t
         advantages = group_centered(rewards, cfg.num_generations, cfg.advantage_baseline)
-        t_rollout = time.perf_counter() - t0
+        t_rollout = tr.advantages_known(t0)
         mask_id = tr.sampler_config.mask_token_id
         cmask = eos_completion_mask(rollout.completion, tr.sampler_config.eos_token_id)
         lengths = completion_lengths(cmask)
