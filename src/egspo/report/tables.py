@@ -32,7 +32,8 @@ DEFAULT_METRIC = {"sudoku": "cell_accuracy"}
 METHOD_LABELS = {"sft": "SFT", "base": "Base model", "diffu_grpo": "diffu-GRPO", "egspo": "EGSPO",
                  "egspo_sa": "EGSPO-SA", "egspo_sa_rollout": "EGSPO-SA (rollout M=4)",
                  "egspo_sa_uniform": "EGSPO-SA (uniform)", "egspo_sa_random": "EGSPO-SA (random)",
-                 "egspo_sa_all": "EGSPO-SA (all steps)"}
+                 "egspo_sa_all": "EGSPO-SA (all steps)", "wd1": "wd1", "spg": "SPG (mix)",
+                 "wd1_shared_budget": "wd1 (shared budget)", "spg_shared_budget": "SPG (mix, shared budget)"}
 
 # DESIGN §4: the paper's Figure 1 (accuracy %, best over generation lengths, LLaDA-8B-Instruct based) and the
 # authors' model card, which splits "Ours" into EGSPO / EGSPO-SA.
