@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from egspo.cli import main
 from egspo.utils.locking import OutputLock, OutputLocked, lock_file_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOW_WRITER = Path(__file__).with_name("slow_writer.py")
-EGSPO = [sys.executable, "-m", "egspo.cli"]
 GOOD_SUDOKU = {"Puzzle": "1234341221434321", "Solution": "1234341221434321", "completion": "<answer>x</answer>"}
 
 
@@ -41,21 +41,51 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-def _grade(inp: Path, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*EGSPO, "grade", "--task", "sudoku", "--input", str(inp), "--output", str(out)],
-                          capture_output=True, text=True, env=_env(), timeout=120)
+def _grade(inp: Path, out: Path, capsys) -> tuple[int, str]:
+    """`egspo grade` in this process (the holder is another one): (exit status, stderr)."""
+    capsys.readouterr()
+    status = main(["grade", "--task", "sudoku", "--input", str(inp), "--output", str(out)])
+    return status, capsys.readouterr().err
 
 
-def test_second_writer_fails_at_once_naming_the_holder_then_takes_over_after_its_death(tmp_path):
+HOLD = """
+import sys, time
+from egspo.utils.locking import OutputLock
+lock = OutputLock(sys.argv[1], command="holder").acquire()
+print("holding the lock", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_lock_held_by_another_process_refuses_egspo_and_is_free_after_it_dies(tmp_path, capsys):
+    """Two real processes: a light holder (no torch import, so the default suite stays fast) and `egspo grade`."""
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps(GOOD_SUDOKU) + "\n")
+    out = tmp_path / "graded.jsonl"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert holder.stdout.readline().strip() == "holding the lock"
+        status, err = _grade(inp, out, capsys)
+        assert status == 2 and holder.poll() is None
+        assert f"is being written by another process: pid {holder.pid} on host {socket.gethostname()}" in err
+        assert "(holder)" in err and not out.exists()
+    finally:
+        _kill(holder)
+    status, err = _grade(inp, out, capsys)
+    assert status == 0 and f"left by pid {holder.pid} on host" in err and out.exists()
+
+
+@pytest.mark.slow
+def test_second_writer_fails_at_once_naming_the_holder_then_takes_over_after_its_death(tmp_path, capsys):
     inp = tmp_path / "in.jsonl"
     inp.write_text(json.dumps(GOOD_SUDOKU) + "\n")
     out = tmp_path / "graded.jsonl"
     holder = _start_holder(out)
     try:
-        second = _grade(inp, out)
+        status, err = _grade(inp, out, capsys)
         assert holder.poll() is None  # the second writer did not wait for the first one to finish
-        assert second.returncode == 2
-        lines = second.stderr.strip().splitlines()
+        assert status == 2
+        lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("egspo grade: error: ")
         assert f"{out} is being written by another process: pid {holder.pid} on host {socket.gethostname()}" \
             in lines[0]
@@ -66,9 +96,9 @@ def test_second_writer_fails_at_once_naming_the_holder_then_takes_over_after_its
     finally:
         _kill(holder)  # SIGKILL: no clean release, the lock file keeps the dead holder's record
     assert json.loads(lock_file_of(out).read_text())["pid"] == holder.pid
-    third = _grade(inp, out)
-    assert third.returncode == 0, third.stderr
-    assert f"taking over the lock of {out} left by pid {holder.pid}" in third.stderr
+    status, err = _grade(inp, out, capsys)
+    assert status == 0, err
+    assert f"taking over the lock of {out} left by pid {holder.pid}" in err
     assert len(out.read_text().splitlines()) == 1
     assert not lock_file_of(out).exists()  # a clean release removes the lock file
 
@@ -83,22 +113,22 @@ def test_lock_in_one_process_refuses_a_second_and_release_frees_it(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_lock_created_folders_are_removed_when_the_command_fails(tmp_path):
+def test_lock_created_folders_are_removed_when_the_command_fails(tmp_path, capsys):
     inp = tmp_path / "in.jsonl"
     inp.write_text("{}\n")
     out = tmp_path / "new" / "deeper" / "graded.jsonl"
-    result = _grade(inp, out)
-    assert result.returncode == 2 and "line 1: missing field 'completion'" in result.stderr
+    status, err = _grade(inp, out, capsys)
+    assert status == 2 and "line 1: missing field 'completion'" in err
     assert not (tmp_path / "new").exists()
 
 
-def test_an_unwritable_output_location_fails_before_the_command_runs(tmp_path):
+def test_an_unwritable_output_location_fails_before_the_command_runs(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    result = _grade(tmp_path / "missing_input.jsonl", blocker / "graded.jsonl")
-    assert result.returncode == 2
-    assert f"egspo grade: error: cannot write the output {blocker / 'graded.jsonl'}" in result.stderr
-    assert "missing_input" not in result.stderr  # the location is checked first, before the input is read
+    status, err = _grade(tmp_path / "missing_input.jsonl", blocker / "graded.jsonl", capsys)
+    assert status == 2
+    assert f"egspo grade: error: cannot write the output {blocker / 'graded.jsonl'}" in err
+    assert "missing_input" not in err  # the location is checked first, before the input is read
 
 
 @pytest.mark.slow
