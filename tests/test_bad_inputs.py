@@ -148,6 +148,12 @@ CASES = [
     ("gradcheck-negative-lambda", ["gradcheck", "--out", "{tmp}/g.csv", "--lams", "-1"], {}, 2,
      "--lams: lambda must be >= 0, got -1.0"),
     ("gradcheck-k-too-large", ["gradcheck", "--out", "{tmp}/g.csv", "--k", "3"], {}, 2, "every k must lie in"),
+    ("build-model-negative-size", ["build-model", "--out", "{tmp}/m", "--hidden-size", "-4"], {}, 2,
+     "hidden_size must be a positive integer, got -4"),
+    ("build-model-heads-do-not-divide", ["build-model", "--out", "{tmp}/m", "--hidden-size", "30", "--num-heads", "4"],
+     {}, 2, "hidden_size (30) must be a multiple of num_heads (4)"),
+    ("merge-not-an-adapter", ["merge", "--adapter", "{tmp}", "--out", "{tmp}/merged"], {}, 2,
+     "no adapter_config.json (not a peft adapter dir)"),
     ("merge-missing-adapter", ["merge", "--adapter", "{tmp}/none", "--out", "{tmp}/merged"], {}, 2, "{tmp}/none"),
     ("unknown-command", ["train-everything"], {}, 2, "invalid choice: 'train-everything'"),
 ]

@@ -173,3 +173,9 @@ def test_orphaned_snakemake_job_keeps_the_output_and_the_rerun_fails_naming_it(t
                 os.kill(orphan_pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_every_command_either_locks_its_outputs_or_is_read_only():
+    from egspo import cli
+
+    assert set(cli.COMMANDS) == set(cli.WRITES) | cli.READ_ONLY and not set(cli.WRITES) & cli.READ_ONLY

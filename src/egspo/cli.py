@@ -52,6 +52,12 @@ def _eval_outputs(args: argparse.Namespace) -> list[str]:
     return [os.path.join(args.out_dir, name) for name, _ in models]
 
 
+#: commands that write nothing (every other command has a WRITES entry; tests/test_locking.py checks this)
+READ_ONLY = frozenset({"fidelity"})
+
+#: the `egspo report` flags that name outputs (a stem or a file)
+REPORT_OUTPUTS = ("table", "gains", "figure", "environment", "per_seed", "pairs_table")
+
 WRITES: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "gradcheck": lambda a: [a.out],
     "grade": lambda a: [a.output],
@@ -61,7 +67,7 @@ WRITES: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "rl": lambda a: [a.out],
     "eval": _eval_outputs,
     "merge": lambda a: [a.out],
-    "report": lambda a: [v for k in ("table", "gains", "figure", "environment") if (v := getattr(a, k, None))],
+    "report": lambda a: [v for k in REPORT_OUTPUTS if (v := getattr(a, k, None))],
     "trace": lambda a: [a.out],
 }
 
