@@ -1,7 +1,10 @@
-# Ablations, their own targets (not in `rule all`):
+# Ablations and sweeps, their own targets (not in `rule all`: see benchmarks/pipeline_profile.md for the time):
 #   snakemake --cores all --profile profiles/local ablate_reward      # one-step greedy vs rollout M=4 vs none
 #   snakemake --cores all --profile profiles/local ablate_selection   # entropy vs uniform vs random vs all steps
-# Each compares its methods with the model before RL, under both checkpoint protocols.
+#   snakemake --cores all --profile profiles/local sweep_k sweep_lambda
+#   snakemake --cores all --profile profiles/local paper_evidence     # every ablation and sweep
+# Each ablation compares its methods with the model before RL, under both checkpoint protocols; each sweep plots
+# accuracy against its setting (config key `sweeps.<name>`: methods, the setting, the tasks it runs on).
 
 
 rule report_ablation:
@@ -39,3 +42,100 @@ rule ablate_selection:
     input:
         PATHS.results_files("tables/ablation_selection", ["csv", "md"])
         + PATHS.results_files("figures/ablation_selection", ["png", "pdf"]),
+
+
+import shlex
+
+SWEEPS = C.get("sweeps", {})
+
+
+def sweep_tasks(name):
+    """The tasks of sweep `name` (config key `sweeps.<name>.tasks`, default every task) among this run's tasks."""
+    wanted = SWEEPS[name].get("tasks", TASKS)
+    return [t for t in TASKS if t in wanted]
+
+
+def sweep_points(name):
+    """`--sweep METHOD=VALUE` flags: each method's merged value of the swept setting; K of an all-steps method is
+    labelled all (T)."""
+    spec, points = SWEEPS[name], []
+    task = sweep_tasks(name)[0]
+    for method in spec["methods"]:
+        settings = PLAN.method_settings(method, task)
+        if spec["parameter"] not in settings:
+            raise ValueError(f"config key 'sweeps.{name}.parameter' {spec['parameter']!r} is not a setting of "
+                             f"method {method!r}")
+        value = settings[spec["parameter"]]
+        label = f"all ({value})" if spec["parameter"] == "k" and settings.get("selection") == "all" else f"{value:g}"
+        points.append(shlex.quote(f"{method}={label}"))
+    return " ".join(points)
+
+
+def sweep_outputs(name):
+    return (PATHS.results_files(f"tables/sweep_{name}", ["csv", "md"])
+            + PATHS.results_files(f"figures/sweep_{name}", ["png", "pdf"]))
+
+
+rule report_sweep:
+    input:
+        lambda wc: PLAN.eval_metrics(SWEEPS[wc.sweep]["methods"], tasks=sweep_tasks(wc.sweep)),
+    output:
+        csv=shown(f"{R}/tables/sweep_{{sweep}}.csv", "sweep_table", "Sweeps"),
+        md=f"{R}/tables/sweep_{{sweep}}.md",
+        by_length_csv=f"{R}/tables/sweep_{{sweep}}_by_length.csv",
+        by_length_md=f"{R}/tables/sweep_{{sweep}}_by_length.md",
+        png=shown(f"{R}/figures/sweep_{{sweep}}.png", "sweep", "Sweeps"),
+        pdf=f"{R}/figures/sweep_{{sweep}}.pdf",
+    params:
+        grid=lambda wc: accuracy_flags(PLAN, SWEEPS[wc.sweep]["methods"], sweep_tasks(wc.sweep)),
+        points=lambda wc: sweep_points(wc.sweep),
+        name=lambda wc: SWEEPS[wc.sweep]["parameter"],
+    log:
+        f"{LOGS}/report/sweep_{{sweep}}.log",
+    wildcard_constraints:
+        sweep="|".join(SWEEPS) or "no_sweep_configured",
+    threads: PLAN.resource("report", "threads")
+    resources:
+        **PLAN.resources("report"),
+    shell:
+        "{EGSPO} report accuracy {params.grid} --table {R}/tables/sweep_{wildcards.sweep}_by_length "
+        "--sweep {params.points} --sweep-name {params.name} --sweep-table {R}/tables/sweep_{wildcards.sweep} "
+        "--sweep-figure {R}/figures/sweep_{wildcards.sweep} --title 'Sweep: {wildcards.sweep}' > {log} 2>&1"
+
+
+rule sweep_k:
+    input:
+        sweep_outputs("k"),
+
+
+rule sweep_lambda:
+    input:
+        sweep_outputs("lambda"),
+
+
+rule paper_evidence:
+    """Every ablation and sweep of the configuration (tables, figures and, per ablation, its compute table)."""
+    input:
+        [f for name in C["ablations"] for f in PATHS.results_files(f"tables/ablation_{name}", ["csv", "md"])
+         + PATHS.results_files(f"figures/ablation_{name}", ["png", "pdf"])
+         + PATHS.results_files(f"tables/ablation_{name}_compute", ["csv", "md"])]
+        + [f for name in SWEEPS for f in sweep_outputs(name)],
+
+
+rule report_ablation_compute:
+    input:
+        lambda wc: PLAN.rl_finals(PLAN.ablation_methods(wc.ablation)),
+    output:
+        csv=shown(f"{R}/tables/ablation_{{ablation}}_compute.csv", "compute_table", "Ablations"),
+        md=f"{R}/tables/ablation_{{ablation}}_compute.md",
+    params:
+        grid=lambda wc: compute_flags(PLAN.ablation_methods(wc.ablation)),
+    log:
+        f"{LOGS}/report/ablation_{{ablation}}_compute.log",
+    wildcard_constraints:
+        ablation="|".join(C["ablations"]),
+    threads: PLAN.resource("report", "threads")
+    resources:
+        **PLAN.resources("report"),
+    shell:
+        "{EGSPO} report compute {params.grid} --table {R}/tables/ablation_{wildcards.ablation}_compute > {log} 2>&1"

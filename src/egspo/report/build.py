@@ -69,6 +69,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     acc.add_argument("--pairs", nargs="*", type=_method_pair, default=[], metavar="A-B",
                      help="method-vs-method differences A - B paired by seed (e.g. egspo_sa-diffu_grpo)")
     acc.add_argument("--pairs-table", help="output stem of the method-vs-method table (needs --pairs)")
+    acc.add_argument("--sweep", nargs="*", type=_key_value, default=[], metavar="METHOD=VALUE",
+                     help="a sweep's points: each method and its value of the swept setting (e.g. egspo_sa_k1=1)")
+    acc.add_argument("--sweep-name", default="value", help="the swept setting's name (axis label, e.g. K)")
+    acc.add_argument("--sweep-table", help="output stem of the sweep table (needs --sweep)")
+    acc.add_argument("--sweep-figure", help="output stem of the sweep figure (needs --sweep)")
     acc.add_argument("--paper-reference", action="store_true", help="append the paper's reported numbers")
     acc.add_argument("--environment", help="also write this JSON: versions, Python, pinned instruction set, "
                                            "processor (egspo.utils.numerics.describe)")
@@ -155,6 +160,17 @@ def run_accuracy(args: argparse.Namespace) -> int:
         tables.write_csv(pairs, f"{args.pairs_table}.csv")
         tables.atomic_write_text(f"{args.pairs_table}.md", tables.pairs_markdown(
             pairs, f"{args.title}: method-vs-method differences"))
+    if args.sweep_table or args.sweep_figure:
+        from egspo.report import sweeps
+
+        values = sweeps.parse_values(args.sweep, args.methods)
+        sweep = sweeps.sweep_table(summary, values, args.sweep_name)
+        if args.sweep_table:
+            tables.write_csv(sweep, f"{args.sweep_table}.csv")
+            tables.atomic_write_text(f"{args.sweep_table}.md", sweeps.sweep_markdown(sweep, args.sweep_name,
+                                                                                     args.title, note))
+        if args.sweep_figure:
+            sweeps.sweep_figure(sweep, args.sweep_name, args.sweep_figure, args.title)
     if args.per_seed:
         from egspo.report.per_seed import per_seed_frame
 

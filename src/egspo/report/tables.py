@@ -33,7 +33,10 @@ METHOD_LABELS = {"sft": "SFT", "base": "Base model", "diffu_grpo": "diffu-GRPO",
                  "egspo_sa": "EGSPO-SA", "egspo_sa_rollout": "EGSPO-SA (rollout M=4)",
                  "egspo_sa_uniform": "EGSPO-SA (uniform)", "egspo_sa_random": "EGSPO-SA (random)",
                  "egspo_sa_all": "EGSPO-SA (all steps)", "wd1": "wd1", "spg": "SPG (mix)",
-                 "wd1_shared_budget": "wd1 (shared budget)", "spg_shared_budget": "SPG (mix, shared budget)"}
+                 "wd1_shared_budget": "wd1 (shared budget)", "spg_shared_budget": "SPG (mix, shared budget)",
+                 "egspo_sa_k1": "EGSPO-SA (K=1)", "egspo_sa_k2": "EGSPO-SA (K=2)", "egspo_sa_k8": "EGSPO-SA (K=8)",
+                 "egspo_sa_k16": "EGSPO-SA (all steps, K=T)", "egspo_sa_lam025": "EGSPO-SA (lambda 0.25)",
+                 "egspo_sa_lam1": "EGSPO-SA (lambda 1)", "egspo_sa_lam2": "EGSPO-SA (lambda 2)"}
 
 # DESIGN §4: the paper's Figure 1 (accuracy %, best over generation lengths, LLaDA-8B-Instruct based) and the
 # authors' model card, which splits "Ours" into EGSPO / EGSPO-SA.
