@@ -178,7 +178,8 @@ def test_bad_fixture_files_are_named(reference, tmp_path, capsys):
     declared = json.loads((root / "selection_variants.json").read_text())
     declared["tensors"]["uniform_T16_K4"]["shape"] = [2, 5]
     (root / "selection_variants.json").write_text(json.dumps(declared))
-    with pytest.raises(FixtureError, match=r"selection_variants\.safetensors: tensor 'uniform_T16_K4' is int64 \[2, 4\]"):
+    bad_shape = r"selection_variants\.safetensors: tensor 'uniform_T16_K4' is int64 \[2, 4\]"
+    with pytest.raises(FixtureError, match=bad_shape):
         check_directory(root)
     (root / "selection_variants.json").write_text("{not json")
     with pytest.raises(FixtureError, match=r"selection_variants\.json: not readable JSON"):

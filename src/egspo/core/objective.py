@@ -308,7 +308,8 @@ def d1_mask_prompt(
     if uniforms is None:
         draw = torch.rand(prompt_ids.shape, generator=generator, device=prompt_ids.device)
     elif tuple(uniforms.shape) != tuple(prompt_ids.shape):
-        raise ValueError(f"uniforms must have the prompt's shape {tuple(prompt_ids.shape)}, got {tuple(uniforms.shape)}")
+        raise ValueError(f"uniforms must have the prompt's shape {tuple(prompt_ids.shape)}, "
+                         f"got {tuple(uniforms.shape)}")
     else:
         draw = uniforms.to(prompt_ids.device)
     hide = draw < p_mask_prompt

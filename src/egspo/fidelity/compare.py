@@ -26,7 +26,8 @@ class Comparison:
     def line(self) -> str:
         status = "ok  " if self.ok else "FAIL"
         note = f"  ({self.note})" if self.note else ""
-        return f"{status} {self.case:<26} {self.quantity:<40} max_abs {self.max_abs:.3e}  max_rel {self.max_rel:.3e}{note}"
+        return (f"{status} {self.case:<26} {self.quantity:<40} max_abs {self.max_abs:.3e}  "
+                f"max_rel {self.max_rel:.3e}{note}")
 
 
 def compare(case: str, quantity: str, ours, ref, tolerance: float = TOLERANCE) -> Comparison:

@@ -73,8 +73,9 @@ class Fixture:
         st_path = json_path.with_suffix(".safetensors")
         tensors = _read_safetensors(st_path) if declared else {}
         for key, spec in declared.items():
-            if not isinstance(spec, dict) or spec.get("dtype") not in _DTYPES or not isinstance(spec.get("shape"), list):
-                raise FixtureError(f"{json_path}: tensors.{key} must have a known 'dtype' and a 'shape' list, got {spec!r}")
+            if not (isinstance(spec, dict) and spec.get("dtype") in _DTYPES and isinstance(spec.get("shape"), list)):
+                raise FixtureError(f"{json_path}: tensors.{key} must have a known 'dtype' and a 'shape' list, "
+                                   f"got {spec!r}")
             if key not in tensors:
                 raise FixtureError(f"{st_path}: tensor {key!r} declared in {json_path.name} is missing")
             t = tensors[key]
