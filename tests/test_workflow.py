@@ -136,8 +136,8 @@ def test_bad_value_names_the_key(tmp_path):
 def test_cross_field_rule_names_the_key(tmp_path):
     res = snakemake(tmp_path, "-n", "--config", "methods={egspo_sa_all: {k: 4}}")
     assert res.returncode != 0
-    assert ("config key 'methods.egspo_sa_all' (merged over 'rl' and 'task_settings.sudoku.rl'): k = 4: selection "
-            "'all' needs k = steps = 16") in res.output
+    assert ("config key 'methods.egspo_sa_all' (merged over 'rl' and 'task_settings.sudoku.rl'): selection='all' "
+            "needs k == steps, got k=4, steps=16") in res.output
 
 
 def test_task_settings_change_one_task_for_every_method(tmp_path):

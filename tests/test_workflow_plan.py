@@ -148,10 +148,10 @@ def test_shell_pieces():
 
 @pytest.mark.parametrize("overrides, message", [
     ({"methods": {"egspo_sa_all": {"algorithm": "egspo", "selection": "all", "k": 4}}},
-     "k = 4: selection 'all' needs k = steps = 16"),
-    ({"rl": {"max_steps": 60, "save_every": 20, "k": 40}}, "k = 40 exceeds its steps T = 16"),
+     "selection='all' needs k == steps, got k=4, steps=16"),
+    ({"rl": {"max_steps": 60, "save_every": 20, "k": 40}}, "k=40 exceeds the number of denoising steps steps=16"),
     ({"rl": {"max_steps": 10, "save_every": 20}}, "save_every = 20 exceeds max_steps = 10"),
-    ({"rl": {"max_steps": 60, "save_every": 20, "steps": 10}}, "steps 10 is not a multiple of the 4 blocks"),
+    ({"rl": {"max_steps": 60, "save_every": 20, "steps": 10}}, "steps=10 is not a multiple of the number of blocks"),
     ({"methods": {"x": {"k": 2}}}, "config key 'methods.x': missing 'algorithm'"),
     ({"compare": ["sft", "nope"]}, "config key 'compare' entry 'nope' is neither 'sft'"),
     ({"compare": ["egspo"]}, "config key 'compare' must contain 'sft'"),

@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from egspo.utils.files import read_jsonl
+from egspo.settings import add_arguments
+from egspo.sft.config import DEFAULT_EPS, SFTConfig
 from egspo.tasks import get_task
 from egspo.tasks.sources import read_task_rows
-
-DEFAULT_EPS = 1e-3
+from egspo.utils.files import read_jsonl
 
 
 class TargetTooLongError(ValueError):
@@ -276,39 +276,8 @@ def train(model: nn.Module, tokenizer: Any, train_examples: Sequence[SFTExample]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="HF model dir or hub id (the tiny init, or the paper base)")
-    parser.add_argument("--task", help="task name (egspo.tasks); required unless --format s1k")
-    parser.add_argument("--train", required=True, help="training rows (JSONL)")
-    parser.add_argument("--out", required=True, help="output HF model dir (written atomically)")
-    parser.add_argument("--gen-length", type=int, required=True, help="completion length L (EOS padded)")
-    parser.add_argument("--max-steps", type=int, required=True, help="optimizer steps")
-    parser.add_argument("--batch-size", type=int, required=True, help="examples per device per micro-batch")
-    parser.add_argument("--lr", type=float, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--style", default="tiny", help="prompt / target style of the task (tiny | d1)")
-    parser.add_argument("--warmup-ratio", type=float, default=0.0)
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--grad-accum", type=int, default=1)
-    parser.add_argument("--max-grad-norm", type=float, default=1.0, help="<= 0 disables clipping")
-    parser.add_argument("--eps", type=float, default=DEFAULT_EPS, help="smallest noise level t")
-    parser.add_argument("--eval", help="held-out rows (JSONL): fixed-noise loss logged as eval_loss")
-    parser.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: only at the end)")
-    parser.add_argument("--format", choices=("task", "s1k"), default="task",
-                        help="task: rows through the task's prompt/target; s1k: question/solution fields "
-                             "(the paper preset's optional LoRA warm start)")
-    parser.add_argument("--prompt-field", default="question", help="--format s1k: prompt field")
-    parser.add_argument("--target-field", default="solution", help="--format s1k: target field")
-    parser.add_argument("--skip-long", action="store_true",
-                        help="skip (and count) rows whose target exceeds --gen-length instead of failing")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    parser.add_argument("--lora-r", type=int, default=0, help="LoRA rank; 0 = full fine-tuning")
-    parser.add_argument("--lora-alpha", type=float, default=64.0)
-    parser.add_argument("--lora-dropout", type=float, default=0.05)
-    parser.add_argument("--lora-targets", default=None, help="comma-separated module names (default: family's)")
-    parser.add_argument("--quantize-4bit", action="store_true", help="bitsandbytes NF4 base weights (LoRA only)")
-    parser.add_argument("--save-adapter", action="store_true",
-                        help="LoRA: save the adapter dir instead of the merged model")
-    parser.add_argument("--no-progress", action="store_true")
+    """The flags of `SFTConfig` (one per field, ``-`` for ``_``)."""
+    add_arguments(parser, SFTConfig)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -317,15 +286,7 @@ def run(args: argparse.Namespace) -> int:
     from egspo.models.loading import load_model, load_tokenizer
     from egspo.models.saving import save_model
 
-    if args.format == "task" and not args.task:
-        raise ValueError("--task is required with --format task")
-    if args.quantize_4bit and args.lora_r <= 0:
-        raise ValueError("--quantize-4bit needs LoRA (--lora-r > 0): quantized weights cannot be trained")
-    if args.quantize_4bit and not args.save_adapter:
-        raise ValueError("--quantize-4bit needs --save-adapter: merging LoRA into 4-bit weights is lossy; merge the "
-                         "adapter into the bf16 base afterwards with `egspo merge`")
-    if args.save_adapter and args.lora_r <= 0:
-        raise ValueError("--save-adapter needs LoRA (--lora-r > 0)")
+    SFTConfig.from_namespace(args).validate()
     tokenizer = load_tokenizer(args.model)
     kwargs: dict[str, Any] = {"style": args.style, "skip_long": args.skip_long}
     if args.format == "task":

@@ -5,24 +5,24 @@ from __future__ import annotations
 
 import itertools
 
+from egspo.settings import validate_rl, validate_sft
 from egspo.workflow.config import ConfigError
 from egspo.workflow.plan import Plan, task_splits
 from egspo.workflow.schedule import check_block_schedule
 
 
 def check_methods(plan: Plan) -> None:
-    """Every method on every train task: an algorithm, a valid block schedule, k <= T (k = T for `all`), and a save
-    interval within max_steps."""
+    """Every method on every train task: an algorithm, the settings checks `egspo rl` runs (egspo.settings.validate_rl:
+    types, ranges, the sampler's block schedule, k <= T, ...), and a save interval within max_steps."""
     for (method, entry), task in itertools.product(plan.C["methods"].items(), plan.rl_tasks):
         if "algorithm" not in entry:
             raise ConfigError(f"config key 'methods.{method}': missing 'algorithm' (egspo or diffu_grpo)")
         s = plan.method_settings(method, task)
         where = f"config key 'methods.{method}' (merged over 'rl' and 'task_settings.{task}.rl')"
-        check_block_schedule(where, s["gen_length"], s["steps"], s["block_length"])
-        if s["k"] > s["steps"]:
-            raise ConfigError(f"{where}: k = {s['k']} exceeds its steps T = {s['steps']}")
-        if s["selection"] == "all" and s["k"] != s["steps"]:
-            raise ConfigError(f"{where}: k = {s['k']}: selection 'all' needs k = steps = {s['steps']}")
+        try:
+            validate_rl(s, where=where)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         if s["save_every"] > s["max_steps"]:
             raise ConfigError(f"{where}: save_every = {s['save_every']} exceeds max_steps = {s['max_steps']}")
 
@@ -48,10 +48,23 @@ def check_references(plan: Plan) -> None:
                               f"its RL run trains on (e.g. kodcode)")
 
 
+def check_sft(plan: Plan) -> None:
+    """Every SFT run's merged settings pass the checks `egspo sft` runs (egspo.settings.validate_sft)."""
+    if not plan.C["sft"]["enabled"]:
+        return
+    for run in sorted({plan.sft_task(task) for task in plan.tasks}):
+        settings = {k: v for k, v in plan.sft_settings(run).items() if k not in ("enabled", "data", "seed")}
+        try:
+            validate_sft(settings, where=f"config key 'sft' (merged with 'task_settings.{run}.sft')")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+
 def check_config(plan: Plan) -> None:
     """Every cross-field rule of `plan`'s configuration; raises ConfigError naming the key."""
     C = plan.C
     check_methods(plan)
+    check_sft(plan)
     if C["sft"].get("data"):
         per_task = [t for t, entry in C.get("task_settings", {}).items() if "sft" in entry]
         if per_task:
