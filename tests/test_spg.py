@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 import torch
-from tiny_bert import MASK, tiny_bert
+from conftest import MASK, tiny_bert
 
 from egspo.core.spg import (
     block_random_masks,
@@ -356,3 +356,35 @@ def test_rl_spg_settings_are_checked(tiny_model, train_file, tmp_path):
                                (dict(spg_mix_weight=1.5), "spg_mix_weight"), (dict(spg_num_t=3), "spg_num_t")):
         with pytest.raises(ValueError, match=message):
             make_config(tiny_model, train_file, tmp_path / "x", algorithm="spg", **overrides).validate()
+
+
+# ---- config.yaml: wd1 and SPG in both presets' main comparison --------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_config_runs_wd1_and_spg_in_the_main_comparison(preset, tmp_path):
+    from pathlib import Path
+
+    import yaml
+
+    from egspo.report.tables import method_label
+    from egspo.rl.config import RLConfig
+    from egspo.workflow.plan import Plan
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    plan = Plan.from_raw({**raw, "preset": preset})
+    assert {"wd1", "spg"} <= set(plan.C["compare"])
+    assert method_label("spg") != "spg" and method_label("wd1") == "wd1"
+    train = tmp_path / "train.jsonl"
+    train.write_text("{}\n")
+    for task in dict.fromkeys(plan.train_task(t) for t in plan.C["tasks"]):
+        for method in ("wd1", "spg"):
+            cfg = RLConfig(model="m", task=task, train=str(train), out=str(tmp_path / "out"),
+                           **plan.method_settings(method, task))
+            cfg.validate()
+            assert cfg.algorithm == method and cfg.beta == 0.0
+        spg = RLConfig(model="m", task=task, train=str(train), out="o", **plan.method_settings("spg", task))
+        assert (spg.spg_variant, spg.spg_mix_weight, spg.spg_num_t) == ("mix", 0.5, 2)
+        assert spg.spg_beta == (1.0 if task == "sudoku" else 1.5)  # their scripts' per-task beta
+        egspo = plan.method_settings("egspo_sa", task)
+        assert all(egspo[k] == plan.method_settings("wd1", task)[k] for k in ("max_steps", "temperature", "gen_length"))
