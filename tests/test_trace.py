@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import egspo.tasks as task_registry
-from egspo.cli import main
+from egspo.cli import run_command as main  # errors propagate (egspo.cli.main reports them)
 from egspo.tasks.base import Task
 
 
