@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from egspo.cli import main
+from egspo.utils.errors import UserError
 from egspo.utils.locking import OutputLock, OutputLocked, lock_file_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,3 +180,14 @@ def test_every_command_either_locks_its_outputs_or_is_read_only():
     from egspo import cli
 
     assert set(cli.COMMANDS) == set(cli.WRITES) | cli.READ_ONLY and not set(cli.WRITES) & cli.READ_ONLY
+
+
+def test_an_existing_output_directory_that_is_not_writable_is_refused(tmp_path, monkeypatch):
+    """(Simulated: the tests may run as root, for whom every directory is writable.)"""
+    run = tmp_path / "run"
+    run.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == run else real_access(path, mode))
+    with pytest.raises(UserError, match=f"cannot write the output {run}: the directory is not writable"):
+        OutputLock(run).acquire()
+    assert list(tmp_path.iterdir()) == [run]

@@ -74,6 +74,8 @@ class OutputLock:
     def acquire(self) -> OutputLock:
         """Take the lock or raise :class:`OutputLocked`; a folder that cannot be written raises UserError naming it
         (this is also the check that the output location is writable, before any model work)."""
+        if self.output.is_dir() and not os.access(self.output, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write the output {self.output}: the directory is not writable")
         missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         for _ in range(100):
             handle = self._open()
