@@ -2,8 +2,9 @@
 
 **One iteration** (= one "step" of ``--max-steps``, ``--save-every`` and ``metrics.jsonl``): draw ``batch_size``
 prompts (a global count; each of the W data-parallel processes takes a contiguous ``batch_size / W`` share), sample
-G = ``num_generations`` completions per prompt with the current policy (eval mode, temperature tau; the G rows of a
-prompt are contiguous), decode them (cut at the first EOS, special tokens skipped) and score them, ``r0 = r(S_T)``.
+G = ``num_generations`` completions per prompt with the current policy (eval mode, or train mode under the authors'
+``rollout_dropout``; temperature tau; the G rows of a prompt are contiguous), decode them (cut at the first EOS
+unless ``reward_text: full``, special tokens skipped) and score them, ``r0 = r(S_T)``.
 Then the update strategy registered for ``algorithm`` (`egspo.rl.updates`: ``egspo`` = EGSPO / EGSPO-SA,
 ``diffu_grpo`` = d1) computes advantages and takes its optimizer steps (K for EGSPO, ``mu`` for diffu-GRPO; with
 ``mu = K`` both take the same number per rollout batch, a fair comparison). The loop knows nothing of either.
@@ -97,7 +98,7 @@ class RLTrainer:
         from accelerate import Accelerator
 
         from egspo.utils.files import read_jsonl
-        from egspo.core.generation_io import encode_prompts
+        from egspo.core.generation_io import encode_prompts, keep_last_tokens
         from egspo.models.loading import load_tokenizer, mask_token_id
         from egspo.rl.prompt_sampler import PromptOrder
         from egspo.core.sampler import SamplerConfig
@@ -113,13 +114,14 @@ class RLTrainer:
         self.tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
         self.rows = read_jsonl(config.train)
         texts = [self.task.prompt(row, config.style, self.tokenizer) for row in self.rows]
-        self.prompt_ids = encode_prompts(self.tokenizer, texts)
+        self.prompt_ids = keep_last_tokens(encode_prompts(self.tokenizer, texts), config.max_prompt_length)
+        self.semantics = config.semantics()
         self.order = PromptOrder(len(self.rows), config.seed)
         self.sampler_config = SamplerConfig(
             gen_length=config.gen_length, steps=config.steps, block_length=config.block_length,
             mask_token_id=mask_token_id(self.tokenizer), temperature=config.temperature,
             remasking=config.remasking, pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
+            eos_token_id=self.tokenizer.eos_token_id, **self.semantics.sampler_options(),
         )
         self.device = acc.device
         self.generator = _unit_generator(self.device, config.seed * 1_000_003 + self.rank)
@@ -231,7 +233,7 @@ class RLTrainer:
     def _decode(self, ids: torch.Tensor) -> list[str]:
         from egspo.core.generation_io import decode_completions
 
-        return decode_completions(self.tokenizer, ids)
+        return decode_completions(self.tokenizer, ids, cut_at_eos=self.semantics.reward_text == "first_eos")
 
     def _rollout(self, prompt_rows: list[int], record_greedy_fill: bool):
         """G completions for each of this process's prompts (rows contiguous per prompt), in chunks of
@@ -243,7 +245,8 @@ class RLTrainer:
         ids, mask = pad_prompts(lists, self.sampler_config.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         chunk = self.cfg.micro_batch or len(lists)
-        self.policy.eval()
+        # the authors sample in train mode, so LoRA dropout is active during their rollouts (rollout_dropout)
+        self.policy.train(self.semantics.rollout_dropout)
         with self.rollout_policy.weights() as model:
             parts = [generate(model, ids[s:s + chunk], self.sampler_config, generator=self.generator,
                               record_greedy_fill=record_greedy_fill, prompt_mask=mask[s:s + chunk])

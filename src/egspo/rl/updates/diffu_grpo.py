@@ -38,12 +38,14 @@ class DiffuGRPOUpdate(UpdateStrategy):
         cmask = eos_completion_mask(rollout.completion, tr.sampler_config.eos_token_id)
         chunk = cfg.micro_batch or N
 
+        pads = cfg.semantics().attend_to_pads  # d1's exact form: pads attended and maskable (forward_process)
+
         def seq_lp(model, prompts, rows_idx):
             return d1_completion_logprobs(model, prompts[rows_idx], rollout.prompt_mask[rows_idx],
-                                          rollout.completion[rows_idx], mask_id)
+                                          rollout.completion[rows_idx], mask_id, attend_to_pads=pads)
 
-        noisy = [d1_mask_prompt(rollout.prompt_ids, rollout.prompt_mask, mask_id, cfg.p_mask_prompt, tr.generator)
-                 for _ in range(cfg.mu)]
+        noisy = [d1_mask_prompt(rollout.prompt_ids, rollout.prompt_mask, mask_id, cfg.p_mask_prompt, tr.generator,
+                                mask_pads=pads) for _ in range(cfg.mu)]
         all_rows = [torch.arange(s, min(s + chunk, N), device=tr.device) for s in range(0, N, chunk)]
         with torch.no_grad():
             tr.policy.eval()

@@ -1,13 +1,18 @@
-"""EGSPO (``lam = 0``) and EGSPO-SA (``lam > 0``): K selected denoising steps per trajectory, one optimizer step each.
+"""EGSPO (``lam = 0``) and EGSPO-SA (``lam > 0``): K selected denoising steps per trajectory, trained column by column
+(``update_schedule``: one optimizer step per column, or the authors' C columns per step in their order).
+
+The algorithm's semantics come from ``cfg.semantics()`` (`egspo.core.semantics`; ``fidelity: authors`` is the authors'
+code exactly, docs/fidelity.md): column order, selection variant, KL form, loss scale and the update schedule.
 
 Choose K steps per trajectory (``selection``, entropy-guided by default). The state baseline ``b_j`` of a chosen
 step is the reward of the greedy one-step fill ``x_hat(S_j)`` (``baseline: greedy``), the mean reward of M
 continuations (``rollout``), or absent (``none``); returns ``R_j = (r0 + lam (r0 - b_j)) / (1 + lam)`` (``R = r0``
 without a stepwise term, and then no baseline is computed); advantages ``A_j = R_j - mean_G(R_j)`` per column
-(``loo``: mean of the other G-1). Reference log-probs of all N*K selected states come from one no-grad pass. Step k
-of the K optimizer steps uses the k-th selected state of every trajectory and `egspo.core.objective.egspo_loss`:
-``mean_valid[-min(rho A, clip(rho, 1-eps_low, 1+eps_high) A) + beta KL]``,
-``rho = exp(log pi_theta(S_{j+1}|S_j) - log pi_old(S_{j+1}|S_j))``, KL to pi_ref (k3 or exact, mean over U_j).
+(``loo``: mean of the other G-1). Reference log-probs of all N*K selected states come from one no-grad pass. Column k
+uses the k-th selected state of every trajectory and `egspo.core.objective.egspo_loss`:
+``mean_valid[-min(rho A, clip(rho, 1-eps_low, 1+eps_high) A) + beta KL] / scale``,
+``rho = exp(log pi_theta(S_{j+1}|S_j) - log pi_old(S_{j+1}|S_j))``, KL to pi_ref (k3 or exact; mean over U_j, or the
+authors' step-summed form) and ``scale`` 1 or the authors' L // T.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ class EGSPOUpdate(UpdateStrategy):
         cfg, tr = self.cfg, self.trainer
         N, K = len(rollout), cfg.k
         last = last_content_step(rollout) if cfg.restrict_to_content else None
-        sel = select_steps(rollout.step_entropy, K, cfg.selection, generator=tr.generator, last_step=last)
+        sem = cfg.semantics()
+        sel = select_steps(rollout.step_entropy, K, cfg.selection, generator=tr.generator, last_step=last,
+                           column_order=sem.column_order, variant=sem.selection_variant)
         baseline = None
         if self.uses_baseline:
             reward_fn = tr.reward_fn(rows)
@@ -55,10 +62,14 @@ class EGSPOUpdate(UpdateStrategy):
         return sel, baseline, returns, advantages
 
     def update(self, rollout, rewards, rows, t0) -> IterationResult:
-        from egspo.core.objective import egspo_loss, kl_exact, kl_k3, step_batch, step_logprob, token_logprobs
+        from egspo.core.objective import egspo_loss, step_batch, step_kl, step_logprob, token_logprobs
+        from egspo.core.schedule import optimizer_steps_per_rollout
 
         cfg, tr = self.cfg, self.trainer
         N, K = len(rollout), cfg.k
+        sem = cfg.semantics()
+        pads = sem.attend_to_pads
+        divisor = sem.loss_divisor(cfg.gen_length, cfg.steps)
         sel, baseline, returns, advantages = self.advantages(rollout, rewards, rows)
         valid_cpu = sel.valid.cpu()
         t_rollout = tr.advantages_known(t0)
@@ -69,13 +80,14 @@ class EGSPOUpdate(UpdateStrategy):
             # the ratio is the trained policy before the update, re-scored on the selected states in one pass.
             with torch.no_grad():
                 tr.policy.eval()
-                batch.old_logprobs = token_logprobs(tr.policy, batch, cfg.micro_batch)
+                batch.old_logprobs = token_logprobs(tr.policy, batch, cfg.micro_batch, attend_to_pads=pads)
         exact = cfg.kl_estimator == "exact"
         ref_lp = ref_logits = ref_offsets = None
         if cfg.beta > 0:
             with torch.no_grad(), tr.reference.context() as ref_model:
                 ref_model.eval()
-                out = token_logprobs(ref_model, batch, cfg.micro_batch, return_logits_at_targets=exact)
+                out = token_logprobs(ref_model, batch, cfg.micro_batch, return_logits_at_targets=exact,
+                                     attend_to_pads=pads)
             ref_lp, ref_logits = (out if exact else (out, None))
             if exact:
                 counts = batch.target_mask.sum(1)
@@ -85,37 +97,45 @@ class EGSPOUpdate(UpdateStrategy):
         tr.policy.train()
         sums = {"surrogate": 0.0, "kl": 0.0, "clipped": 0.0, "valid": 0.0}
         grad_norms = []
-        for k in range(K):
-            idx = torch.arange(N, device=tr.device) * K + k
-            n_valid = tr.global_sum([float(valid_d[:, k].sum())])[0]
-            if n_valid == 0:
+        # Optimizer steps of this rollout and the columns each trains (per_column: [[0], [1], ...]; authors:
+        # [[1, 2], [3, 4], [5, 6], [7, 0]] for K 8 and 2 columns per step). Each column's loss is the mean over its
+        # valid rows; a step over C columns takes their sum / C (the HF Trainer's division by accumulation).
+        for group in optimizer_steps_per_rollout(sem.update_schedule, K, cfg.columns_per_step):
+            counts = tr.global_sum([float(valid_d[:, k].sum()) for k in group])
+            columns = [(k, n_valid) for k, n_valid in zip(group, counts, strict=True) if n_valid > 0]
+            if not columns:
                 continue
-            denom = n_valid / tr.world
-            pieces = row_pieces(N, cfg.grad_accum, cfg.micro_batch)
-            for p, piece in enumerate(pieces):
-                piece = piece.to(tr.device)
-                rows_m = idx[piece]
-                sub = batch.rows(rows_m)
-                with tr.sync_context(p == len(pieces) - 1):
-                    out = token_logprobs(tr.train_model, sub, None, return_logits_at_targets=exact)
-                    tok_lp, logits = out if exact else (out, None)
-                    logp = step_logprob(tok_lp, sub.target_mask, cfg.logprob_reduction)
-                    old = step_logprob(sub.old_logprobs, sub.target_mask, cfg.logprob_reduction)
-                    a = A[piece, k]
-                    kl = None
-                    if cfg.beta > 0:
-                        if exact:
+            for c, (k, n_valid) in enumerate(columns):
+                idx = torch.arange(N, device=tr.device) * K + k
+                denom = n_valid / tr.world * len(group)
+                pieces = row_pieces(N, cfg.grad_accum, cfg.micro_batch)
+                for p, piece in enumerate(pieces):
+                    piece = piece.to(tr.device)
+                    rows_m = idx[piece]
+                    sub = batch.rows(rows_m)
+                    with tr.sync_context(p == len(pieces) - 1 and c == len(columns) - 1):
+                        out = token_logprobs(tr.train_model, sub, None, return_logits_at_targets=exact,
+                                             attend_to_pads=pads)
+                        tok_lp, logits = out if exact else (out, None)
+                        logp = step_logprob(tok_lp, sub.target_mask, cfg.logprob_reduction)
+                        old = step_logprob(sub.old_logprobs, sub.target_mask, cfg.logprob_reduction)
+                        if sem.old_logprob_float32:  # the authors store pi_old's step log-prob in float32
+                            old = old.float().to(logp.dtype)
+                        if sem.single_step_ratio_one and K == 1:  # theirs: the current log-prob, detached
+                            old = logp.detach()
+                        a = A[piece, k]
+                        kl = None
+                        if cfg.beta > 0:
                             ref_packed = torch.cat([ref_logits[ref_offsets[r]:ref_offsets[r + 1]]
-                                                    for r in rows_m.tolist()])
-                            kl = kl_exact(logits, ref_packed, sub.target_mask)
-                        else:
-                            kl = kl_k3(tok_lp, ref_lp[rows_m], sub.target_mask)
-                    w = valid_d[piece, k]
-                    loss = egspo_loss(logp, old, a, kl, beta=cfg.beta, eps_low=cfg.eps_low, eps_high=cfg.eps_high,
-                                      valid=w, normalizer=denom)
-                    tr.accelerator.backward(loss)
-                with torch.no_grad():
-                    self._accumulate(sums, logp, old, a, kl, w.to(logp.dtype))
+                                                    for r in rows_m.tolist()]) if exact else None
+                            kl = step_kl(cfg.kl_estimator, sem.kl_form, tok_lp, None if exact else ref_lp[rows_m],
+                                         sub.target_mask, logits, ref_packed, sem.kl_log_eps)
+                        w = valid_d[piece, k]
+                        loss = egspo_loss(logp, old, a, kl, beta=cfg.beta, eps_low=cfg.eps_low,
+                                          eps_high=cfg.eps_high, valid=w, normalizer=denom, scale=divisor)
+                        tr.accelerator.backward(loss)
+                    with torch.no_grad():
+                        self._accumulate(sums, logp, old, a, kl, w.to(logp.dtype))
             grad_norms.append(tr.optimizer_step())
         totals = dict(zip(sums, tr.global_sum(list(sums.values())), strict=True))
         nv = max(totals["valid"], 1.0)
