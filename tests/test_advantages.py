@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_bert import tiny_bert as shared_tiny_bert
+from conftest import tiny_bert as shared_tiny_bert
 from transformers import ModernBertForMaskedLM
 
 from egspo.core.advantages import (

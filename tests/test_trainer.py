@@ -21,7 +21,7 @@ from egspo.rl.prompt_sampler import PromptOrder
 from egspo.rl.command import configure
 from egspo.rl.trainer import RLConfig, RLTrainer
 from egspo.rl.updates.base import IterationResult, UpdateStrategy
-from toy_task import TOY, ToyTask
+from conftest import TOY, ToyTask
 
 
 # ---- toy tasks over the tiny character alphabet ---------------------------------------------------------------------
@@ -40,9 +40,8 @@ PROMPT_ONLY = PromptOnlyTask()
 
 
 @pytest.fixture(autouse=True)
-def _register_tasks(monkeypatch):
-    monkeypatch.setitem(task_registry._REGISTRY, "toy", "toy_task:TOY")
-    monkeypatch.setitem(task_registry._REGISTRY, "prompt_only", f"{__name__}:PROMPT_ONLY")
+def _register_tasks(toy_task):
+    task_registry.register_task("prompt_only", PROMPT_ONLY)  # into the registry copy the toy_task fixture restores
 
 
 @pytest.fixture(scope="module")
