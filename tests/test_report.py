@@ -206,7 +206,7 @@ def _accuracy_cli(tmp_path: Path, out: Path) -> None:
                      "--methods", "sft", "egspo_sa", "--seeds", "0", "1", "2", "--lengths", "8", "16",
                      "--checkpoints", "sft=sft", "egspo_sa=step_1,step_2", "--reference", "sft",
                      "--paper-reference", "--table", str(out / "tables/main"), "--gains", str(out / "tables/gains"),
-                     "--figure", str(out / "figures/fig1")])
+                     "--figure", str(out / "figures/fig1"), "--environment", str(out / "environment.json")])
     assert rc == 0
 
 
@@ -232,6 +232,9 @@ def test_accuracy_command_outputs_and_determinism(tmp_path):
     assert "28.0 [23.0, 33.0]" in gains_md
     assert (out1 / "figures/fig1.pdf").read_bytes().startswith(b"%PDF")
     assert b"CreationDate" not in (out1 / "figures/fig1.pdf").read_bytes()
+    import torch
+    environment = json.loads((out1 / "environment.json").read_text())  # where the tables came from
+    assert environment["versions"]["torch"] == torch.__version__ and environment["processor"]
 
 
 def test_gains_without_reference_is_an_error(tmp_path):
