@@ -207,5 +207,5 @@ def test_command_other_shapes_and_errors(tmp_path):
     assert all(float(r["rel_error"]) < 1e-6 for r in body if r["selection"] == "all" and r["remasking"] == "random")
     with pytest.raises(ValueError, match="k must lie"):
         main(["gradcheck", "--out", str(out), "--k", "3"])
-    with pytest.raises(ValueError, match="lambda"):
+    with pytest.raises(ValueError, match="lams item is out of range"):
         main(["gradcheck", "--out", str(out), "--lams", "-1"])

@@ -20,7 +20,9 @@ from egspo.settings import (
     check_values,
     choices_of,
     config_fields,
+    default_of,
     field_type,
+    is_list,
     settings_fields,
     validate_rl,
     validate_sft,
@@ -28,10 +30,12 @@ from egspo.settings import (
 from egspo.settings_schema import SCHEMA_PATH, generated_defs, updated
 from egspo.sft.config import SFTConfig
 from egspo.sft.trainer import configure as configure_sft
+from egspo.verify.gradcheck import configure as configure_gradcheck
+from egspo.verify.gradcheck_config import GradcheckConfig
 from egspo.workflow.checks import check_config
 from egspo.workflow.config import ConfigError
 from egspo.workflow.plan import Plan
-from egspo.workflow.shell import rl_args, sft_args
+from egspo.workflow.shell import flags, rl_args, sft_args
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -53,6 +57,8 @@ def other_value(f: dataclasses.Field):
     """A valid value of field ``f`` that differs from its default."""
     base, _ = field_type(f)
     allowed = choices_of(f)
+    if is_list(f):
+        return [1, 2] if base is int else [0.25]
     if allowed is not None:
         return next(v for v in allowed if v != f.default)
     if base is bool:
@@ -102,7 +108,8 @@ def test_schema_file_equals_the_one_generated_from_the_settings():
     assert updated(text) == text, "run: python -m egspo.settings_schema"
 
 
-@pytest.mark.parametrize("cls, block, defs", [(RLConfig, "rl", "rl_params"), (SFTConfig, "sft", "sft_params")])
+@pytest.mark.parametrize("cls, block, defs", [(RLConfig, "rl", "rl_params"), (SFTConfig, "sft", "sft_params"),
+                                             (GradcheckConfig, "gradcheck", "gradcheck_params")])
 def test_schema_enums_and_ranges_equal_the_dataclass(cls, block, defs):
     props = SCHEMA["$defs"][defs]["properties"]
     expected = {f.name for f in config_fields(cls, block)} - {"algorithm"}
@@ -113,6 +120,7 @@ def test_schema_enums_and_ranges_equal_the_dataclass(cls, block, defs):
             continue
         prop = props[f.name]
         prop = next(p for p in prop["oneOf"] if p != {"type": "null"}) if "oneOf" in prop else prop
+        prop = prop["items"] if is_list(f) else prop
         assert prop.get("enum") == (list(choices_of(f)) if choices_of(f) is not None else None), f.name
         for meta, key in (("minimum", "minimum"), ("maximum", "maximum"), ("exclusive_minimum", "exclusiveMinimum"),
                           ("exclusive_maximum", "exclusiveMaximum")):
@@ -122,24 +130,25 @@ def test_schema_enums_and_ranges_equal_the_dataclass(cls, block, defs):
     assert generated_defs()["style"]["enum"] == ["tiny", "d1"]
 
 
-@pytest.mark.parametrize("cls, configure", [(RLConfig, configure_rl), (SFTConfig, configure_sft)])
+@pytest.mark.parametrize("cls, configure", [(RLConfig, configure_rl), (SFTConfig, configure_sft),
+                                            (GradcheckConfig, configure_gradcheck)])
 def test_cli_defaults_and_choices_equal_the_dataclass(cls, configure):
     parser = parser_of(configure)
     actions = {a.dest: a for a in parser._actions}
     for f in settings_fields(cls):
         action = actions[f.name]
         assert action.option_strings == ["--" + f.name.replace("_", "-")]
-        if f.default is dataclasses.MISSING:
+        if default_of(f) is dataclasses.MISSING:
             assert action.required, f.name
         else:
-            assert action.default == f.default, f.name
+            assert action.default == default_of(f), f.name
         if choices_of(f) is not None and field_type(f)[0] is str:
             assert tuple(action.choices) == choices_of(f), f.name
 
 
 def test_every_field_is_placed_in_config_yaml_or_says_why_not():
-    places = {"rl", "sft", "workflow"}
-    for cls in (RLConfig, SFTConfig):
+    places = {"rl", "sft", "gradcheck", "workflow"}
+    for cls in (RLConfig, SFTConfig, GradcheckConfig):
         for f in settings_fields(cls):
             where = f.metadata["config"]
             assert where in places or (where or "").startswith("model.") or (
@@ -172,6 +181,17 @@ def test_every_sft_setting_reaches_egspo_sft_from_config_yaml(name):
     value = other_value(f)
     cfg = sft_config_of(config_with(sft={name: value}))
     assert getattr(cfg, name) == value
+
+
+@pytest.mark.parametrize("name", [f.name for f in config_fields(GradcheckConfig, "gradcheck")])
+def test_every_gradcheck_setting_reaches_egspo_gradcheck_from_config_yaml(name):
+    f = next(f for f in settings_fields(GradcheckConfig) if f.name == name)
+    value = other_value(f)
+    C = Plan.from_raw(config_with(gradcheck={name: value})).C
+    argv = ["--out", "g.csv", *shlex.split(flags(C["gradcheck"]))]  # as workflow/rules/eval.smk passes them
+    cfg = GradcheckConfig(**vars(parser_of(configure_gradcheck).parse_args(argv)))
+    assert getattr(cfg, name) == value
+    check_values(cfg)
 
 
 def test_model_block_settings_reach_both_stages():
@@ -250,3 +270,9 @@ def test_check_values_types():
         check_values(dataclasses.replace(cfg, micro_batch=0))
     with pytest.raises(ValueError, match="restrict_to_content must be a bool"):
         check_values(dataclasses.replace(cfg, restrict_to_content="yes"))
+    grad = GradcheckConfig(out="g.csv")
+    assert grad.lams == [0.0, 0.5, 1.0, 2.0] and grad.lams is not GradcheckConfig(out="h").lams  # fresh list
+    with pytest.raises(ValueError, match=r"lams item is out of range \[0, inf\): -1"):
+        check_values(dataclasses.replace(grad, lams=[0.5, -1]))
+    with pytest.raises(ValueError, match="k must be a non-empty list"):
+        check_values(dataclasses.replace(grad, k=[]))

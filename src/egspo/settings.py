@@ -26,21 +26,35 @@ def setting(default: Any = MISSING, *, help: str, choices: Sequence | Callable[[
             minimum: float | None = None, maximum: float | None = None, exclusive_minimum: float | None = None,
             exclusive_maximum: float | None = None, config: str | None = None) -> Any:
     """A dataclass field with its help text, allowed values (a sequence, or a function returning one for registries
-    filled at run time) or numeric range, and where config.yaml sets it (see the module docstring)."""
+    filled at run time) or numeric range (of each item, for a ``list[int]`` / ``list[float]`` field), and where
+    config.yaml sets it (see the module docstring). A list default is copied for each instance."""
     meta = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum,
             "exclusive_minimum": exclusive_minimum, "exclusive_maximum": exclusive_maximum, "config": config}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
+def default_of(f: dataclasses.Field) -> Any:
+    """The field's default value (MISSING for a required field)."""
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
 def field_type(f: dataclasses.Field) -> tuple[type, bool]:
-    """(base type, whether None is allowed) of a field annotated ``int``, ``float``, ``str``, ``bool`` or ``X | None``."""
+    """(type, whether None is allowed) of a field annotated ``int``, ``float``, ``str``, ``bool``, ``list[int]``,
+    ``list[float]``, or one of these ``| None``; the type of a list field is its items' type (see `is_list`)."""
     text = f.type if isinstance(f.type, str) else f.type.__name__
     parts = [p.strip() for p in text.split("|")]
     optional = "None" in parts
-    names = [p for p in parts if p != "None"]
+    names = [p.removeprefix("list[").removesuffix("]") for p in parts if p != "None"]
     if len(names) != 1 or names[0] not in _TYPES:
         raise TypeError(f"setting {f.name!r}: unsupported annotation {text!r}")
     return _TYPES[names[0]], optional
+
+
+def is_list(f: dataclasses.Field) -> bool:
+    """Whether the field holds a non-empty list (``list[int]`` / ``list[float]``)."""
+    return "list[" in (f.type if isinstance(f.type, str) else "")
 
 
 def choices_of(f: dataclasses.Field) -> tuple | None:
@@ -77,19 +91,29 @@ def check_values(obj) -> None:
         if value is None:
             if optional:
                 continue
-            if f.default is MISSING:
+            if default_of(f) is MISSING:
                 raise ValueError(f"{f.name} is required")
             raise ValueError(f"{f.name} must be a {base.__name__}, got None")
-        ok = isinstance(value, base) and not (base is not bool and isinstance(value, bool))
-        if base is float and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
-            raise ValueError(f"{f.name} must be a {base.__name__}, got {value!r}")
-        allowed = choices_of(f)
-        if allowed is not None and value not in allowed:
-            raise ValueError(f"{f.name} must be one of {allowed}, got {value!r}")
-        if base in (int, float) and not _in_range(f, value):
-            raise ValueError(f"{f.name} is out of range {range_text(f)}: {value!r}")
+        if is_list(f):
+            if not isinstance(value, list) or not value:
+                raise ValueError(f"{f.name} must be a non-empty list of {base.__name__}, got {value!r}")
+            for item in value:
+                _check_value(f, base, item, f"{f.name} item")
+        else:
+            _check_value(f, base, value, f.name)
+
+
+def _check_value(f: dataclasses.Field, base: type, value: Any, name: str) -> None:
+    ok = isinstance(value, base) and not (base is not bool and isinstance(value, bool))
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ValueError(f"{name} must be a {base.__name__}, got {value!r}")
+    allowed = choices_of(f)
+    if allowed is not None and value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    if base in (int, float) and not _in_range(f, value):
+        raise ValueError(f"{name} is out of range {range_text(f)}: {value!r}")
 
 
 def _in_range(f: dataclasses.Field, value: float) -> bool:
@@ -120,7 +144,7 @@ def from_mapping(cls, values: Mapping[str, Any], where: str, **fixed: Any):
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(names))})")
-    missing = [f.name for f in fields if f.default is MISSING and f.name not in values and f.name not in fixed]
+    missing = [f.name for f in fields if default_of(f) is MISSING and f.name not in values and f.name not in fixed]
     if missing:
         raise ValueError(f"{where}: missing required setting {missing[0]!r}")
     return cls(**{**values, **fixed})
@@ -140,6 +164,16 @@ def parse_bool(text: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+def _comma_list(parse: Callable[[str], Any]) -> Callable[[str], list]:
+    def parse_list(text: str) -> list:
+        try:
+            return [parse(x) for x in text.split(",") if x.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected comma-separated values, got {text!r}") from exc
+
+    return parse_list
+
+
 def _optional(parse: Callable[[str], Any], none_words: tuple[str, ...]) -> Callable[[str], Any]:
     def parse_optional(text: str) -> Any:
         return None if text.strip().lower() in none_words else parse(text)
@@ -149,27 +183,29 @@ def _optional(parse: Callable[[str], Any], none_words: tuple[str, ...]) -> Calla
 
 def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
     """One flag per field (``--name-with-dashes``, dest the field name): type, choices, default and help from the
-    field. Booleans take an optional true/false (bare ``--flag`` = true); an optional int takes none / 0 for unset,
-    an optional bool none / auto."""
+    field. Booleans take an optional true/false (bare ``--flag`` = true); lists are comma-separated; an optional int
+    takes none / 0 for unset, an optional bool none / auto."""
     for f in settings_fields(cls):
         base, optional = field_type(f)
         allowed = choices_of(f)
         kwargs: dict[str, Any] = {"dest": f.name}
-        if f.default is MISSING:
+        default = default_of(f)
+        if default is MISSING:
             kwargs["required"] = True
         else:
-            kwargs["default"] = f.default
+            kwargs["default"] = default
         words = ("", "none", "null") + (("auto",) if base is bool else ("0",) if base is int else ())
         words = tuple(w for w in words if allowed is None or w not in allowed)  # an allowed value stays a value
+        parse = _comma_list(base) if is_list(f) else base
         if base is bool:
             kwargs.update(type=_optional(parse_bool, words) if optional else parse_bool, nargs="?", const=True)
         else:
-            kwargs["type"] = _optional(base, words) if optional else base
-        if allowed is not None and base is str:
+            kwargs["type"] = _optional(parse, words) if optional else parse
+        if allowed is not None and base is str and not is_list(f):
             kwargs["choices"] = allowed
         rng = range_text(f)
-        default = "" if f.default is MISSING else f" (default {f.default!r})"
-        kwargs["help"] = f.metadata["help"] + (f"; range {rng}" if rng else "") + default
+        shown = "" if default is MISSING else f" (default {default!r})"
+        kwargs["help"] = f.metadata["help"] + (f"; range {rng}" if rng else "") + shown
         parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 
@@ -197,6 +233,8 @@ def property_schema(f: dataclasses.Field) -> dict[str, Any]:
                           ("exclusive_maximum", "exclusiveMaximum")):
             if m[key] is not None:
                 schema[name] = m[key]
+    if is_list(f):
+        schema = {"type": "array", "minItems": 1, "items": schema}
     if optional:
         schema = {"oneOf": [{"type": "null"}, schema]}
     return {"description": f.metadata["help"], **schema}
@@ -212,7 +250,8 @@ def block_schema(cls, block: str, exclude: Sequence[str] = ()) -> dict[str, dict
 
 def _placeholders(cls) -> dict[str, str]:
     """Stand-ins for the required settings the workflow fills in per job (paths, names)."""
-    return {f.name: "-" for f in settings_fields(cls) if f.default is MISSING and f.metadata["config"] == "workflow"}
+    return {f.name: "-" for f in settings_fields(cls)
+            if default_of(f) is MISSING and f.metadata["config"] == "workflow"}
 
 
 def validate_rl(settings: Mapping[str, Any], world_size: int = 1, where: str = "rl"):
@@ -241,6 +280,6 @@ def validate_sft(settings: Mapping[str, Any], where: str = "sft"):
     return cfg
 
 
-__all__ = ["add_arguments", "block_schema", "check_values", "choices_of", "config_fields", "field_type",
-           "from_mapping", "from_namespace", "parse_bool", "property_schema", "range_text", "setting",
-           "settings_fields", "validate_rl", "validate_sft"]
+__all__ = ["add_arguments", "block_schema", "check_values", "choices_of", "config_fields", "default_of",
+           "field_type", "from_mapping", "from_namespace", "is_list", "parse_bool", "property_schema", "range_text",
+           "setting", "settings_fields", "validate_rl", "validate_sft"]

@@ -1,6 +1,6 @@
 """The part of ``workflow/schemas/config.schema.yaml`` derived from the stage settings (`egspo.rl.config.RLConfig`,
-`egspo.sft.config.SFTConfig`): the ``$defs`` ``style``, ``algorithm``, ``dtype``, ``rl_params`` and ``sft_params``,
-between two marker lines. The rest of the schema (how blocks nest, what a preset requires) is written by hand and
+`egspo.sft.config.SFTConfig`, `egspo.verify.gradcheck_config.GradcheckConfig`): the ``$defs`` ``style``,
+``algorithm``, ``dtype``, ``rl_params``, ``sft_params`` and ``gradcheck_params``, between two marker lines. The rest of the schema (how blocks nest, what a preset requires) is written by hand and
 refers to these definitions.
 
 ``python -m egspo.settings_schema`` rewrites the block in place; ``--check`` exits 1 when the file differs from what
@@ -31,6 +31,7 @@ def generated_defs() -> dict[str, Any]:
     from egspo.rl.config import RLConfig
     from egspo.settings import block_schema, property_schema
     from egspo.sft.config import SFTConfig
+    from egspo.verify.gradcheck_config import GradcheckConfig
 
     return {
         "style": property_schema(_field(RLConfig, "style")),
@@ -45,6 +46,12 @@ def generated_defs() -> dict[str, Any]:
             "description": "SFT settings (egspo.sft.config.SFTConfig), each passed to `egspo sft` as --key-name value",
             "type": "object",
             "properties": block_schema(SFTConfig, "sft"),
+        },
+        "gradcheck_params": {
+            "description": "flags of `egspo gradcheck` (egspo.verify.gradcheck_config.GradcheckConfig; its defaults "
+                           "where absent)",
+            "type": "object",
+            "properties": block_schema(GradcheckConfig, "gradcheck"),
         },
     }
 

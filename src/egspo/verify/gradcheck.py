@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
+from egspo.settings import add_arguments, check_values, from_namespace
+from egspo.utils.files import atomic_write_text
 from egspo.verify.exact import (
     EnumerablePolicy,
     ExactProblem,
@@ -42,7 +44,7 @@ from egspo.verify.exact import (
     match_reward,
     table_reward,
 )
-from egspo.utils.files import atomic_write_text
+from egspo.verify.gradcheck_config import GradcheckConfig
 
 COLUMNS = ("selection", "k", "lam", "baseline", "remasking", "cosine", "rel_error", "variance",
            "score", "n_trajectories", "J", "grad_norm", "estimate_norm")
@@ -156,36 +158,9 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
-
-
-def _float_list(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="CSV file to write (one row per estimator variant)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the policy weights and the reward table")
-    parser.add_argument("--vocab", type=int, default=3, help="number of real tokens V (plus the mask token)")
-    parser.add_argument("--length", type=int, default=3, help="completion length L")
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps T (default: L)")
-    parser.add_argument("--block-length", type=int, default=None, help="block length B (default: L)")
-    parser.add_argument("--prompt-length", type=int, default=1, help="prompt tokens")
-    parser.add_argument("--hidden", type=int, default=8, help="hidden units of the policy MLP")
-    parser.add_argument("--embed-dim", type=int, default=3, help="token/position embedding size")
-    parser.add_argument("--reward", choices=("table", "match"), default="table",
-                        help="table: fixed random reward per completion; match: positions equal to 0,1,2,...")
-    parser.add_argument("--k", type=_int_list, default=None,
-                        help="comma-separated K < T for the K-step selectors (default: 1..T-1)")
-    parser.add_argument("--lams", type=_float_list, default=[0.0, 0.5, 1.0, 2.0],
-                        help="comma-separated lambda values of the stepwise return (default 0,0.5,1,2)")
+    """The flags of `GradcheckConfig` (one per field, ``-`` for ``_``)."""
+    add_arguments(parser, GradcheckConfig)
 
 
 @contextlib.contextmanager
@@ -201,6 +176,7 @@ def single_thread() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_values(from_namespace(GradcheckConfig, args))  # ValueError naming the flag
     with single_thread():
         return _run(args)
 
@@ -210,9 +186,6 @@ def _run(args: argparse.Namespace) -> int:
     setting = Setting(vocab=args.vocab, gen_length=args.length, steps=args.steps, block_length=args.block_length,
                       prompt_length=args.prompt_length, embed_dim=args.embed_dim, hidden=args.hidden,
                       reward=args.reward, seed=args.seed)
-    for lam in args.lams:
-        if not lam >= 0:
-            raise ValueError(f"--lams: lambda must be >= 0, got {lam}")
     problem = build_problem(setting)
     ks = list(range(1, problem.T)) if args.k is None else args.k
     rows = gradcheck_rows(problem, ks, args.lams)
