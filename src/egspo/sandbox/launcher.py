@@ -1,5 +1,5 @@
 """The sandbox launcher: run as ``python -I -S -B launcher.py CONFIG`` by the caller, it starts the sandboxed
-child (namespaces, file-system view, rlimits, credentials), execs the harness in it, relays the child's wait status on
+child (namespaces, the allow-listed file-system view of fs_view.py, rlimits, credentials), execs the harness in it, relays the child's wait status on
 the control fd, and kills whatever the child left. Standard library only; never imported by the child.
 
 Isolation, strongest first: ``namespace`` (new PID, mount, network, IPC and UTS namespaces; user namespace too when
@@ -18,12 +18,9 @@ _CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT = 1, 2, 4, 8, 32
 _MS_NOATIME, _MS_NODIRATIME, _MS_BIND, _MS_REC, _MS_PRIVATE = 1024, 2048, 4096, 16384, 1 << 18
-_MS_RELATIME, _MS_STRICTATIME = 1 << 21, 1 << 24
-_MOUNT_OPTION_FLAGS = {"nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC, "noatime": _MS_NOATIME,
-                       "nodiratime": _MS_NODIRATIME, "relatime": _MS_RELATIME, "strictatime": _MS_STRICTATIME}
+
 _PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER, _PR_SET_NO_NEW_PRIVS = 1, 36, 38
 _SANDBOX_HOME = "/tmp/sandbox"  # the program's working directory in namespace mode (on the private tmpfs)
-
 
 def _libc():
     import ctypes
@@ -33,7 +30,6 @@ def _libc():
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     return libc
 
-
 def _check(ret, what):
     if ret != 0:
         import ctypes
@@ -41,25 +37,9 @@ def _check(ret, what):
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
-
 def _mount(libc, source, target, fstype, flags, data=None):
     enc = lambda s: None if s is None else s.encode()  # noqa: E731
     _check(libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
-
-
-def _mounts():
-    """(mount point, per-mount flags) from /proc/self/mountinfo."""
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            point = fields[4].encode().decode("unicode_escape")
-            flags = 0
-            for opt in fields[5].split(","):
-                flags |= _MOUNT_OPTION_FLAGS.get(opt, 0)
-            out.append((point, flags))
-    return out
-
 
 def traversable(path, uid, gid):
     """Whether ``uid:gid`` may enter directory ``path`` (its x bit for owner, group or other)."""
@@ -70,62 +50,84 @@ def traversable(path, uid, gid):
         return bool(st.st_mode & 0o010)
     return bool(st.st_mode & 0o001)
 
+_SCRATCH_MOUNTS = ("/tmp", "/var/tmp", "/dev/shm")  # a private tmpfs each in namespace mode
+_MNT_DETACH = 2
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217, "riscv64": 41}
 
-_SCRATCH_MOUNTS = ("/tmp", "/var/tmp", "/dev/shm")  # replaced by a private tmpfs in namespace mode
+def _make_mountpoint(path, like):
+    """Create ``path`` (and its parents) as a directory or an empty file, matching what ``like`` is."""
+    if os.path.isdir(like):
+        os.makedirs(path, mode=0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        if not os.path.lexists(path):
+            open(path, "a").close()
 
+def _bind_read_only(libc, source, target):
+    """Bind ``source`` at ``target`` read-only, keeping its noexec / noatime flags (a user namespace may not drop
+    them; statvfs's ST_ bits equal the MS_ bits for these three)."""
+    _make_mountpoint(target, source)
+    _mount(libc, source, target, None, _MS_BIND | _MS_REC)
+    kept = os.statvfs(source).f_flag & (_MS_NOEXEC | _MS_NOATIME | _MS_NODIRATIME)
+    _mount(libc, None, target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV | kept)
 
-def _bind_back(libc, items):
-    """Bind each (path, O_PATH fd opened before its parent was covered) back at ``path``, read-only."""
-    for needed, fd in items:
-        os.makedirs(os.path.dirname(needed), mode=0o755, exist_ok=True)
-        if os.path.isdir(f"/proc/self/fd/{fd}"):
-            os.makedirs(needed, mode=0o755, exist_ok=True)
-        else:
-            open(needed, "a").close()
-        _mount(libc, f"/proc/self/fd/{fd}", needed, None, _MS_BIND | _MS_REC)
-        _mount(libc, None, needed, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
-        os.close(fd)
+def _pivot_root(libc, new_root):
+    """Make ``new_root`` the root and detach the old one (``pivot_root(".", ".")``, then unmount ".")."""
+    import platform
 
+    os.chdir(new_root)
+    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(f"pivot_root: unknown syscall number on {platform.machine()}")
+    _check(libc.syscall(number, b".", b"."), "pivot_root")
+    _check(libc.umount2(b".", _MNT_DETACH), "umount old root")
+    os.chdir("/")
 
 def _build_fs_view(libc, cfg):
-    """Namespace mode, still root in the new mount namespace: read-only everything, private tmpfs, fresh /proc,
-    expose the interpreter's directories through untraversable ancestors, create the working directory."""
-    uid, gid = cfg["uid"], cfg["gid"]
+    """Namespace mode, still root in the new mount namespace: build the allow-listed root described in
+    ``egspo.sandbox.fs_view`` on a tmpfs, pivot into it, and create the working directory. Returns its path."""
+    view, uid, gid = cfg["fs_view"], cfg["uid"], cfg["gid"]
     _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)
-    # Paths the sandbox uid must reach but cannot: open them now, show them through a tmpfs later.
-    exposures = {}  # untraversable ancestor -> [(needed path, O_PATH fd)]
-    if uid is not None:
-        for needed in cfg["needed_paths"]:
-            parts = needed.strip("/").split("/")
-            for depth in range(1, len(parts)):
-                ancestor = "/" + "/".join(parts[:depth])
-                if not traversable(ancestor, uid, gid):
-                    exposures.setdefault(ancestor, []).append((needed, os.open(needed, os.O_PATH)))
-                    break
-    for point, flags in _mounts():
-        try:
-            _mount(libc, None, point, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | flags)
-        except OSError:
-            if point == "/":
-                raise
-    for ancestor, items in exposures.items():
-        _mount(libc, "tmpfs", ancestor, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=0755")
-        _bind_back(libc, items)
-        _mount(libc, None, ancestor, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+    root = os.path.join(cfg["staging"], "root")
+    os.mkdir(root, 0o755)
+    _mount(libc, "tmpfs", root, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=4m,mode=0755")
     size = f"size={cfg['tmpfs_bytes']}"
-    for point in _SCRATCH_MOUNTS:
-        if os.path.isdir(point):
-            # an interpreter installed under a scratch folder (a checkout in /tmp) must stay visible, read-only
-            keep = [(needed, os.open(needed, os.O_PATH)) for needed in cfg["needed_paths"]
-                    if needed.startswith(point + "/")]
-            _mount(libc, "tmpfs", point, "tmpfs", _MS_NOSUID | _MS_NODEV, f"{size},mode=1777")
-            _bind_back(libc, keep)
-    _mount(libc, "proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
-    os.mkdir(_SANDBOX_HOME, 0o700)
+    for point in _SCRATCH_MOUNTS:  # first: an interpreter installed under /tmp is bound inside it below
+        os.makedirs(root + point, mode=0o755, exist_ok=True)
+        _mount(libc, "tmpfs", root + point, "tmpfs", _MS_NOSUID | _MS_NODEV, f"{size},mode=1777")
+    for path in view["visible"]:
+        if os.path.islink(path):
+            os.makedirs(os.path.dirname(root + path), mode=0o755, exist_ok=True)
+            os.symlink(os.readlink(path), root + path)
+        else:
+            _bind_read_only(libc, path, root + path)
+    for link, target in view["links"]:
+        if not os.path.lexists(root + link):
+            os.makedirs(os.path.dirname(root + link), mode=0o755, exist_ok=True)
+            os.symlink(target, root + link)
+    for directory in view["covered"]:  # an empty directory over every package directory ...
+        os.makedirs(root + directory, mode=0o755, exist_ok=True)
+        _mount(libc, "tmpfs", root + directory, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=0755")
+    for package in view["packages"]:  # ... holding only the packages the tests import
+        _bind_read_only(libc, package, root + package)
+    for directory in view["covered"]:
+        _mount(libc, None, root + directory, None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, "size=1m")
+    os.makedirs(root + "/dev", mode=0o755, exist_ok=True)
+    for device in view["devices"]:
+        if os.path.exists(device):
+            _make_mountpoint(root + device, device)
+            _mount(libc, device, root + device, None, _MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{root}/dev/{name}")
+    os.makedirs(root + "/proc", mode=0o555, exist_ok=True)
+    _mount(libc, "proc", root + "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    os.mkdir(root + _SANDBOX_HOME, 0o700)
     if uid is not None:
-        os.chown(_SANDBOX_HOME, uid, gid)
+        os.chown(root + _SANDBOX_HOME, uid, gid)
+    _pivot_root(libc, root)
+    _mount(libc, None, "/", None, _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, "size=4m,mode=0755")
     return _SANDBOX_HOME
-
 
 def _child_exec(cfg, libc, alive_r, job_bytes):
     """In the forked child: file-system view, limits, credentials, then exec the harness. Never returns."""
@@ -162,7 +164,6 @@ def _child_exec(cfg, libc, alive_r, job_bytes):
     python = cfg["python"]
     os.execve(python, [python, "-I", "-B", "-c", cfg["harness_source"], str(RESULT_FD), str(NONCE_FD)], {})
 
-
 def _write_user_maps(uid, gid):
     with open("/proc/self/setgroups", "w") as f:
         f.write("deny")
@@ -170,7 +171,6 @@ def _write_user_maps(uid, gid):
         f.write(f"{uid} {uid} 1")
     with open("/proc/self/gid_map", "w") as f:
         f.write(f"{gid} {gid} 1")
-
 
 def _children_of(pid):
     kids = []
@@ -184,7 +184,6 @@ def _children_of(pid):
             if int(stat_line.rsplit(")", 1)[1].split()[1]) == pid:
                 kids.append(int(name))
     return kids
-
 
 def launcher_main(config_path):
     """Start the sandboxed child, relay its wait status on the control fd, and clean up everything it left."""
@@ -286,7 +285,6 @@ def launcher_main(config_path):
         kill_everything()
         report(f"error {type(exc).__name__}: {exc}")
         os._exit(SETUP_FAILED_EXIT)
-
 
 if __name__ == "__main__":
     launcher_main(sys.argv[1])

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from egspo.sandbox import launcher
+from egspo.sandbox.fs_view import view_for
 from egspo.sandbox.isolation import allocate_uid, needed_paths, reachable_by, release_uid
 from egspo.sandbox.program import Limits, Program, SandboxResult, preload_modules
 from egspo.sandbox.protocol import OutputTail, interpret
@@ -49,6 +50,12 @@ def _remove_tree(path: str) -> None:
         func(p)
 
     shutil.rmtree(path, onerror=retry)
+
+
+def _imports(program: Program, preload: list[str]) -> tuple[str, ...]:
+    """The modules the harness imports before the candidate (pytest too for a pytest module)."""
+    extra = ("pytest", "_pytest.config") if program.mode == "pytest" else ()
+    return tuple(sorted({*preload, *extra}))
 
 
 def run_one(program: Program, limits: Limits, mode: str) -> SandboxResult:
@@ -87,7 +94,7 @@ def run_one(program: Program, limits: Limits, mode: str) -> SandboxResult:
         cfg = {"mode": mode, "uid": uid, "gid": gid, "caller_uid": os.getuid(), "caller_gid": os.getgid(),
                "staging": staging, "python": sys.executable, "harness_source": HARNESS_SOURCE,
                "result_fd": result_w, "nonce_fd": nonce_r, "control_fd": control_w,
-               "needed_paths": needed_paths() if mode == "namespace" else [],
+               "fs_view": view_for(_imports(program, job["preload"])) if mode == "namespace" else None,
                "tmpfs_bytes": int(limits.tmpfs_mb) << 20,
                "limits": {"cpu_s": int(math.ceil(limits.timeout_s)) + 1, "as_bytes": int(limits.memory_mb) << 20,
                           "nproc": int(limits.max_procs), "fsize_bytes": int(limits.max_file_mb) << 20}}
