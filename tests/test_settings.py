@@ -75,8 +75,8 @@ def other_value(f: dataclasses.Field):
 
 
 def config_with(keep_task_settings: bool = True, **top) -> dict:
-    """config.yaml's tiny preset (without its per-task settings when not ``keep_task_settings``) with top-level overrides;
-    validated against the schema file."""
+    """config.yaml's tiny preset (without its per-task settings when not ``keep_task_settings``) with top-level
+    overrides; validated against the schema file."""
     raw = copy.deepcopy(RAW)
     if not keep_task_settings:
         raw["presets"][raw["preset"]]["task_settings"] = {}

@@ -1,7 +1,7 @@
 """The part of ``workflow/schemas/config.schema.yaml`` derived from the stage settings (`egspo.rl.config.RLConfig`,
 `egspo.sft.config.SFTConfig`, `egspo.verify.gradcheck_config.GradcheckConfig`): the ``$defs`` ``style``,
-``algorithm``, ``dtype``, ``rl_params``, ``sft_params`` and ``gradcheck_params``, between two marker lines. The rest of the schema (how blocks nest, what a preset requires) is written by hand and
-refers to these definitions.
+``algorithm``, ``dtype``, ``rl_params``, ``sft_params`` and ``gradcheck_params``, between two marker lines. The
+rest of the schema (how blocks nest, what a preset requires) is written by hand and refers to these definitions.
 
 ``python -m egspo.settings_schema`` rewrites the block in place; ``--check`` exits 1 when the file differs from what
 the settings give (tests/test_settings.py runs the same comparison).

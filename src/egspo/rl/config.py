@@ -132,8 +132,8 @@ class RLConfig:
                                                     "workflow's choice)", choices=("error", "restart"),
                                       config="workflow")
 
-    fidelity: str = setting("principled", help="algorithm semantics: the authors' code exactly (authors) or principled; "
-                                               "every difference is also a setting of its own below "
+    fidelity: str = setting("principled", help="algorithm semantics: the authors' code exactly (authors) or "
+                                               "principled; every difference is also a setting of its own below "
                                                "(docs/fidelity.md)", choices=("authors", "principled"), config="rl")
     kl_form: str | None = _fidelity_override("kl_form")
     loss_scale: str | None = _fidelity_override("loss_scale")

@@ -13,8 +13,8 @@ Then the update strategy registered for ``algorithm`` (`egspo.rl.updates`: ``egs
 ``grad_accum`` pieces (each at most ``micro_batch`` rows), gradients accumulate (synchronised across processes only
 on the last piece) and the loss is normalised by the global row count, so the update is the same for any setting.
 
-**Prompt order**: `egspo.rl.prompt_sampler.PromptOrder`: one seeded permutation per epoch, batches are consecutive slices
-of their concatenation, so every prompt is used exactly once per epoch; a batch that straddles an epoch boundary
+**Prompt order**: `egspo.rl.prompt_sampler.PromptOrder`: one seeded permutation per epoch, batches are consecutive
+slices of their concatenation, so every prompt is used exactly once per epoch; a batch that straddles an epoch boundary
 takes the rest of epoch e and the head of epoch e+1.
 
 **Checkpoints** (`egspo.rl.checkpointing`): ``OUT/checkpoints/step_{N}`` every ``save_every`` iterations and at

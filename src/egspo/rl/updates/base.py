@@ -43,8 +43,8 @@ class UpdateStrategy(ABC):
         """Advantages and optimizer steps for ``rollout`` (this process's N trajectories, G contiguous rows per
         prompt) with final rewards ``rewards`` [N] and dataset rows ``rows`` [N]; ``t0`` is the iteration's start
         (``metrics["time_rollout_s"]`` is the time until the advantages are known: take it from
-        ``self.trainer.advantages_known(t0)``, which also splits the compute metrics there). Returns the iteration's result
-        with the metrics ``loss``, ``kl``, ``clip_frac``, ``grad_norm``, ``advantage_abs_mean``,
+        ``self.trainer.advantages_known(t0)``, which also splits the compute metrics there). Returns the iteration's
+        result with the metrics ``loss``, ``kl``, ``clip_frac``, ``grad_norm``, ``advantage_abs_mean``,
         ``onestep_reward_mean`` and ``time_rollout_s`` (None where undefined)."""
 
 
