@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from tiny_bert import MASK, tiny_bert
+from conftest import MASK, tiny_bert
 
 from egspo.core.objective import d1_sequence_logprobs, eos_completion_mask
 from egspo.core.wd1 import sequence_logp, wd1_loss, wd1_weights
