@@ -7,9 +7,15 @@
 # accuracy against its setting (config key `sweeps.<name>`: methods, the setting, the tasks it runs on).
 
 
+def ablation_tasks(name):
+    """The tasks of ablation `name` (config key `ablations.<name>.tasks`, default every task) among this run's."""
+    wanted = C["ablations"][name].get("tasks", TASKS)
+    return [t for t in TASKS if t in wanted]
+
+
 rule report_ablation:
     input:
-        lambda wc: PLAN.eval_metrics(PLAN.ablation_methods(wc.ablation)),
+        lambda wc: PLAN.eval_metrics(PLAN.ablation_methods(wc.ablation), tasks=ablation_tasks(wc.ablation)),
     output:
         csv=shown(f"{R}/tables/ablation_{{ablation}}.csv", "ablation_table", "Ablations"),
         md=f"{R}/tables/ablation_{{ablation}}.md",
@@ -18,7 +24,7 @@ rule report_ablation:
         png=shown(f"{R}/figures/ablation_{{ablation}}.png", "ablation", "Ablations"),
         pdf=f"{R}/figures/ablation_{{ablation}}.pdf",
     params:
-        grid=lambda wc: accuracy_flags(PLAN, PLAN.ablation_methods(wc.ablation)),
+        grid=lambda wc: accuracy_flags(PLAN, PLAN.ablation_methods(wc.ablation), ablation_tasks(wc.ablation)),
     log:
         f"{LOGS}/report/ablation_{{ablation}}.log",
     wildcard_constraints:
@@ -124,12 +130,14 @@ rule paper_evidence:
 
 rule report_ablation_compute:
     input:
-        lambda wc: PLAN.rl_finals(PLAN.ablation_methods(wc.ablation)),
+        lambda wc: [f for t in ablation_tasks(wc.ablation) for m in PLAN.ablation_methods(wc.ablation)
+                    if m != START for f in [PLAN.final_checkpoint(t, m, s) for s in SEEDS]],
     output:
         csv=shown(f"{R}/tables/ablation_{{ablation}}_compute.csv", "compute_table", "Ablations"),
         md=f"{R}/tables/ablation_{{ablation}}_compute.md",
     params:
-        grid=lambda wc: compute_flags(PLAN.ablation_methods(wc.ablation)),
+        grid=lambda wc: compute_flags(PLAN.ablation_methods(wc.ablation),
+                                      [PLAN.train_task(t) for t in ablation_tasks(wc.ablation)]),
     log:
         f"{LOGS}/report/ablation_{{ablation}}_compute.log",
     wildcard_constraints:

@@ -81,11 +81,13 @@ rule report_curves:
         "--seeds {params.seeds} --smooth 5 --figure {R}/figures/training_curves > {log} 2>&1"
 
 
-def compute_flags(methods):
-    """`egspo report compute` grid flags for the RL runs of `methods` (time ratio against diffu-GRPO if run)."""
+def compute_flags(methods, rl_tasks=None):
+    """`egspo report compute` grid flags for the RL runs of `methods` on `rl_tasks` (default every train task;
+    time ratio against diffu-GRPO if run)."""
     methods = [m for m in methods if m != START]
     reference = " --reference diffu_grpo" if "diffu_grpo" in methods else ""
-    return (f"--rl-dir {PATHS.rl_root} --tasks {' '.join(RL_TASKS)} --methods {' '.join(methods)} "
+    tasks = list(dict.fromkeys(rl_tasks or RL_TASKS))
+    return (f"--rl-dir {PATHS.rl_root} --tasks {' '.join(tasks)} --methods {' '.join(methods)} "
             f"--seeds {' '.join(map(str, SEEDS))}{reference}")
 
 
@@ -148,6 +150,7 @@ rule evaluate_all:
 
 rule compare_methods:
     """The method comparison alone (main table, paired differences, Figure 1, training curves): with a variant
-    method in `compare` and its own `results_dir`, a targeted rerun that leaves the default results alone."""
+    method in `compare`, a targeted rerun in its own results directory (egspo.workflow.variants). Its work is a
+    target too, so on a fresh clone (results/ committed, work/ absent) it recomputes instead of finding nothing to do."""
     input:
-        MAIN_TABLES + FIG1 + CURVES,
+        MAIN_TABLES + FIG1 + CURVES + PLAN.eval_metrics(C["compare"]) + RL_FINALS,
