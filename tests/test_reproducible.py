@@ -167,6 +167,15 @@ def test_pin_makes_two_kernel_sets_give_the_committed_hashes(tmp_path):
             f"pinned run asked for {isa}: " + REGENERATE + ":\n" + "\n".join(reproducibility.differences(expected, pinned)))
 
 
+@pytest.mark.slow
+@needs_pin
+def test_thread_count_is_part_of_the_result(tmp_path):
+    """The README's claim: a rule's `threads` changes the numbers (reductions split by thread), so the pin fixes it."""
+    expected = json.loads(reproducibility.HASHES.read_text())
+    two = _chain(_clean_env(OMP_NUM_THREADS="2"), tmp_path)
+    assert two["sft/model.safetensors"] != expected["sft/model.safetensors"]
+
+
 def test_warnings_module_is_quiet_for_a_supported_machine(monkeypatch):
     monkeypatch.setattr(numerics, "pin_supported", lambda: (True, ""))
     with warnings.catch_warnings():
