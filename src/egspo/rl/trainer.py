@@ -97,7 +97,7 @@ class RLTrainer:
     def __init__(self, config: RLConfig, accelerator=None) -> None:
         from accelerate import Accelerator
 
-        from egspo.utils.files import read_jsonl
+        from egspo.tasks.sources import read_task_rows
         from egspo.core.generation_io import encode_prompts, keep_last_tokens
         from egspo.models.loading import load_tokenizer, mask_token_id
         from egspo.rl.prompt_sampler import PromptOrder
@@ -112,7 +112,7 @@ class RLTrainer:
         self.task = get_task(config.task)
         self.out = Path(config.out)
         self.tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-        self.rows = read_jsonl(config.train)
+        self.rows = read_task_rows(config.train, self.task)  # file, line and field named for a bad row
         texts = [self.task.prompt(row, config.style, self.tokenizer) for row in self.rows]
         self.prompt_ids = keep_last_tokens(encode_prompts(self.tokenizer, texts), config.max_prompt_length)
         self.semantics = config.semantics()
@@ -141,14 +141,14 @@ class RLTrainer:
                           trust_remote_code=cfg.trust_remote_code, device=device, **extra)
 
     def _build_model(self) -> None:
-        from egspo.rl.checkpointing import latest_checkpoint, load_trainer_state
+        from egspo.rl.checkpointing import latest_loadable_checkpoint, load_trainer_state
         from egspo.models.reference import ReferencePolicy, frozen_copy
 
         cfg, acc = self.cfg, self.accelerator
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         torch.manual_seed(cfg.seed)  # LoRA initialisation (identical on every process)
-        latest = latest_checkpoint(self.out)
+        latest = latest_loadable_checkpoint(self.out)  # skips (and names) checkpoints that do not load
         if latest is not None and cfg.on_settings_change == "restart" and self._settings_diff(
                 load_trainer_state(latest[1])):
             self._discard_run()
@@ -355,13 +355,14 @@ class RLTrainer:
         from tqdm.auto import tqdm
 
         from egspo.rl.checkpointing import truncate_metrics
+        from egspo.utils.files import write_json_atomic
 
         cfg, acc = self.cfg, self.accelerator
         metrics_path = self.out / "metrics.jsonl"
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             truncate_metrics(metrics_path, self.iteration)
-            (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+            write_json_atomic(self.out / "config.json", dataclasses.asdict(cfg))
         acc.wait_for_everyone()
         bar = tqdm(total=cfg.max_steps, initial=self.iteration, disable=not acc.is_main_process,
                    desc=f"rl {cfg.algorithm}", dynamic_ncols=True)
