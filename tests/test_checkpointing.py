@@ -115,3 +115,32 @@ def test_checkpoint_save_fsyncs_every_file_and_folder_before_publishing(tmp_path
     assert {"model.safetensors", "config.json", ckpt.STATE_FILE, "step_4.tmp"} <= synced
     assert ("fsync", str(path.parent)) in events[publish:]
     assert torch.load(path / ckpt.STATE_FILE, weights_only=False)["iteration"] == 4
+
+
+def test_rl_resumes_past_a_damaged_newest_checkpoint_as_if_uninterrupted(tmp_path, toy_task, capsys):
+    """The trainer's resume goes through latest_loadable_checkpoint: with step_2's weights truncated it restarts
+    from step_1, rewrites step_2, and ends with the weights of a run that was never interrupted."""
+    from safetensors.torch import load_file
+
+    from egspo.models.tiny import build_tiny_model
+    from egspo.rl.trainer import RLTrainer
+    from test_trainer import make_config
+
+    model = build_tiny_model(tmp_path / "model", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=32,
+                             max_len=64, seed=0)
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(f'{{"prompt": "q{i}:", "target": "a{i}", "value": {i % 3}}}\n' for i in range(6)))
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    RLTrainer(make_config(model, train, straight, max_steps=2)).train()
+    RLTrainer(make_config(model, train, split, max_steps=2)).train()
+    damaged = ckpt.checkpoint_path(split, 2) / "model.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    capsys.readouterr()
+    resumed = RLTrainer(make_config(model, train, split, max_steps=2))
+    err = capsys.readouterr().err
+    assert f"checkpoint {ckpt.checkpoint_path(split, 2)} cannot be loaded ({damaged}:" in err
+    assert f"resuming from {ckpt.checkpoint_path(split, 1)} (iteration 1)" in err
+    assert resumed.iteration == 1
+    resumed.train()
+    a, b = load_file(ckpt.checkpoint_path(straight, 2) / "model.safetensors"), load_file(damaged)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
