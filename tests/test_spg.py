@@ -264,6 +264,30 @@ def test_masked_logprobs_match_per_row_forwards():
             assert torch.allclose(ours[n, s], ref, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("row, term", [(0, "elbo"), (1, "eubo")])
+def test_a_gradient_step_raises_the_positive_bound_or_lowers_the_negative_one(row, term):
+    """One small step on one completion's loss: A > 0 raises its ELBO term, A < 0 lowers its EUBO term."""
+    model = tiny_bert(8)
+    ids, att, scored, completion, cmask, A = _spg_inputs()
+    S = scored.shape[1]
+    sl = slice(row * S, (row + 1) * S)
+    inputs = (ids[sl], att[sl], scored[row:row + 1], completion[row:row + 1], cmask[row:row + 1], A[row:row + 1])
+
+    def value():
+        logp = masked_logprobs(model, *inputs[:2], inputs[3])
+        fn = elbo_term if term == "elbo" else (lambda *a: eubo_term(*a, 1.5))
+        return float(fn(logp, inputs[2], inputs[4]).detach())
+
+    before = value()
+    _spg_value(model, *inputs, variant="eubo").backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p.sub_(1e-4 * p.grad)
+    after = value()
+    assert (after > before) if float(A[row]) > 0 else (after < before)
+
+
 @pytest.mark.parametrize("variant", ["elbo", "eubo", "mix"])
 def test_loss_gradient_matches_finite_differences(variant):
     model = tiny_bert(7)
