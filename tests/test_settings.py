@@ -255,6 +255,23 @@ def test_schema_and_stage_agree_on_eps_low_one():
         schema_validate(raw)
 
 
+def test_workflow_validation_needs_no_torch(tmp_path):
+    # Snakemake validates at DAG time without importing torch (tests/test_paper_path.py blocks it there too).
+    import subprocess
+    import sys
+
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('torch imported at DAG time')\n")
+    code = ("from egspo.settings import validate_rl, validate_sft; import egspo.workflow.checks; "
+            "from egspo.settings_schema import main; "
+            "assert validate_rl({'k': 2, 'gen_length': 8, 'steps': 4, 'block_length': 4}).k == 2; "
+            "validate_sft({'gen_length': 8, 'max_steps': 1, 'batch_size': 1, 'lr': 0.1}); "
+            "raise SystemExit(main(['--check']))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": str(tmp_path), "PATH": ""})
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
 def test_validate_sft_runs_the_stage_checks():
     assert validate_sft({"gen_length": 8, "max_steps": 2, "batch_size": 2, "lr": 1e-3}).lr == 1e-3
     with pytest.raises(ValueError, match=r"sft: warmup_ratio is out of range"):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from egspo.core.constraints import STEP_REDUCTIONS
 from egspo.core.sampler import (
     Rollout,
     accepts_attention_mask,
@@ -34,8 +35,6 @@ from egspo.core.sampler import (
     score_dtype,
     step_schedule,
 )
-
-STEP_REDUCTIONS = ("sum", "mean")
 
 
 @dataclass

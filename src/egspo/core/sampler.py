@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-REMASKING_METHODS = ("low_confidence", "random")
+from egspo.core.constraints import REMASKING_METHODS, steps_per_block
 
 
 @dataclass(frozen=True)
@@ -90,20 +90,8 @@ def step_schedule(gen_length: int, steps: int, block_length: int) -> torch.LongT
 
     Example: L=10, B=5, T=6 -> blocks of 3 steps committing 5 = 2+2+1 tokens: ``[2, 2, 1, 2, 2, 1]``.
     """
-    for name, value in (("gen_length", gen_length), ("steps", steps), ("block_length", block_length)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if gen_length % block_length != 0:
-        raise ValueError(f"gen_length={gen_length} is not divisible by block_length={block_length}")
+    per_block = steps_per_block(gen_length, steps, block_length)  # the rule's checks (egspo.core.constraints)
     num_blocks = gen_length // block_length
-    if steps % num_blocks != 0:
-        raise ValueError(f"steps={steps} is not a multiple of the number of blocks gen_length/block_length={num_blocks}")
-    per_block = steps // num_blocks
-    if per_block > block_length:
-        raise ValueError(
-            f"steps={steps} gives {per_block} steps per block but a block has only block_length={block_length} "
-            "tokens; every step must commit at least one token"
-        )
     base, remainder = divmod(block_length, per_block)
     block = torch.full((per_block,), base, dtype=torch.long)
     block[:remainder] += 1

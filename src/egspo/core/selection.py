@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-SELECTION_METHODS = ("entropy", "uniform", "random", "all")
+from egspo.core.constraints import SELECTION_METHODS
 COLUMN_ORDERS = ("time", "entropy_rank")
 SELECTION_VARIANTS = ("principled", "authors")
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from egspo.core.constraints import REMASKING_METHODS, SELECTION_METHODS, STEP_REDUCTIONS, steps_per_block
 from egspo.rl.updates import algorithm_names
 from egspo.settings import check_values, from_namespace, setting
 
@@ -22,30 +23,12 @@ RESUMABLE_CHANGES = frozenset({"max_steps", "save_every", "micro_batch", "grad_a
                                "rollout_policy", "on_settings_change"})
 
 
-def _selection_methods() -> tuple[str, ...]:
-    from egspo.core.selection import SELECTION_METHODS
-
-    return tuple(SELECTION_METHODS)
-
-
-def _remasking_methods() -> tuple[str, ...]:
-    from egspo.core.sampler import REMASKING_METHODS
-
-    return tuple(REMASKING_METHODS)
-
-
 def _fidelity_override(name: str):
     """An optional setting overriding one difference of `fidelity` (`egspo.core.semantics.SETTINGS`)."""
     from egspo.core.semantics import SETTINGS
 
     spec = SETTINGS[name]
     return setting(None, help=f"{spec.help} (unset: the value of `fidelity`)", choices=spec.allowed, config="rl")
-
-
-def _step_reductions() -> tuple[str, ...]:
-    from egspo.core.objective import STEP_REDUCTIONS
-
-    return tuple(STEP_REDUCTIONS)
 
 
 @dataclass
@@ -75,13 +58,13 @@ class RLConfig:
     max_grad_norm: float = setting(0.2, help="gradient clipping norm", exclusive_minimum=0, config="rl")
     k: int = setting(8, help="K steps selected per trajectory (egspo)", minimum=1, config="rl")
     lam: float = setting(0.5, help="lambda of the stepwise return (0 = EGSPO)", minimum=0, config="rl")
-    selection: str = setting("entropy", help="how the K steps are chosen", choices=_selection_methods, config="rl")
+    selection: str = setting("entropy", help="how the K steps are chosen", choices=SELECTION_METHODS, config="rl")
     baseline: str = setting("greedy", help="state baseline b_j: greedy one-step fill, M-continuation rollout value, "
                                            "or none", choices=BASELINES, config="rl")
     rollout_m: int = setting(4, help="M continuations per state for --baseline rollout", minimum=1, config="rl")
     advantage_baseline: str = setting("mean", help="group baseline: mean of the G rows, or leave-one-out",
                                       choices=("mean", "loo"), config="rl")
-    logprob_reduction: str = setting("sum", help="step log-prob over U_j: sum or mean", choices=_step_reductions,
+    logprob_reduction: str = setting("sum", help="step log-prob over U_j: sum or mean", choices=STEP_REDUCTIONS,
                                      config="rl")
     restrict_to_content: bool = setting(False, help="select only steps up to the last one that committed a non-EOS "
                                                     "token", config="rl")
@@ -104,7 +87,7 @@ class RLConfig:
                                choices=("block_random", "random"), config="rl")
     temperature: float = setting(0.9, help="sampling temperature of the rollouts", minimum=0, config="rl")
     remasking: str = setting("low_confidence", help="which masked positions a step commits",
-                             choices=_remasking_methods, config="rl")
+                             choices=REMASKING_METHODS, config="rl")
     gen_length: int = setting(256, help="completion length L", minimum=1, config="rl")
     steps: int = setting(128, help="denoising steps T (a multiple of gen_length / block_length, at most gen_length)",
                          minimum=1, config="rl")
@@ -160,10 +143,8 @@ class RLConfig:
     def validate(self, world_size: int = 1, check_files: bool = True) -> None:
         """ValueError naming the first bad setting: each field's type, allowed values and range, then the rules
         between fields (the sampler's block schedule, K <= T, process and accumulation splits, LoRA needs)."""
-        from egspo.core.sampler import step_schedule
-
         check_values(self)
-        step_schedule(self.gen_length, self.steps, self.block_length)  # L % B, T % (L / B), T / (L / B) <= B
+        steps_per_block(self.gen_length, self.steps, self.block_length)  # the sampler's own rule
         if self.spg_masking == "block_random" and self.spg_num_t > self.gen_length // self.block_length:
             raise ValueError(f"spg_num_t={self.spg_num_t} exceeds the {self.gen_length // self.block_length} blocks "
                              "that block_random masking draws from")
