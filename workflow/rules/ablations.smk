@@ -1,6 +1,7 @@
 # Ablations and sweeps, their own targets (not in `rule all`: see benchmarks/pipeline_profile.md for the time):
 #   snakemake --cores all --profile profiles/local ablate_reward      # one-step greedy vs rollout M=4 vs none
 #   snakemake --cores all --profile profiles/local ablate_selection   # entropy vs uniform vs random vs all steps
+#   snakemake --cores all --profile profiles/local ablate_fidelity    # principled vs the authors' code exactly
 #   snakemake --cores all --profile profiles/local sweep_k sweep_lambda
 #   snakemake --cores all --profile profiles/local paper_evidence     # every ablation and sweep
 # Each ablation compares its methods with the model before RL, under both checkpoint protocols; each sweep plots
@@ -42,6 +43,13 @@ rule ablate_reward:
     input:
         PATHS.results_files("tables/ablation_reward", ["csv", "md"])
         + PATHS.results_files("figures/ablation_reward", ["png", "pdf"]),
+
+
+rule ablate_fidelity:
+    """Principled semantics vs the authors' code exactly (issue 11's switch), both tasks."""
+    input:
+        PATHS.results_files("tables/ablation_fidelity", ["csv", "md"])
+        + PATHS.results_files("figures/ablation_fidelity", ["png", "pdf"]),
 
 
 rule ablate_selection:

@@ -36,7 +36,8 @@ METHOD_LABELS = {"sft": "SFT", "base": "Base model", "diffu_grpo": "diffu-GRPO",
                  "wd1_shared_budget": "wd1 (shared budget)", "spg_shared_budget": "SPG (mix, shared budget)",
                  "egspo_sa_k1": "EGSPO-SA (K=1)", "egspo_sa_k2": "EGSPO-SA (K=2)", "egspo_sa_k8": "EGSPO-SA (K=8)",
                  "egspo_sa_k16": "EGSPO-SA (all steps, K=T)", "egspo_sa_lam025": "EGSPO-SA (lambda 0.25)",
-                 "egspo_sa_lam1": "EGSPO-SA (lambda 1)", "egspo_sa_lam2": "EGSPO-SA (lambda 2)"}
+                 "egspo_sa_lam1": "EGSPO-SA (lambda 1)", "egspo_sa_lam2": "EGSPO-SA (lambda 2)",
+                 "egspo_sa_authors": "EGSPO-SA (authors' code)"}
 
 # DESIGN §4: the paper's Figure 1 (accuracy %, best over generation lengths, LLaDA-8B-Instruct based) and the
 # authors' model card, which splits "Ours" into EGSPO / EGSPO-SA.
