@@ -149,7 +149,7 @@ CASES = [
      {"tr.json": '{"task": "sudoku", "samp'}, 2, "tr.json: invalid JSON"),
     # --- egspo gradcheck / build-model / merge / the command line itself
     ("gradcheck-negative-lambda", ["gradcheck", "--out", "{tmp}/g.csv", "--lams", "-1"], {}, 2,
-     "--lams: lambda must be >= 0, got -1.0"),
+     "lams item is out of range [0, inf): -1.0"),
     ("gradcheck-k-too-large", ["gradcheck", "--out", "{tmp}/g.csv", "--k", "3"], {}, 2, "every k must lie in"),
     ("build-model-negative-size", ["build-model", "--out", "{tmp}/m", "--hidden-size", "-4"], {}, 2,
      "hidden_size must be a positive integer, got -4"),
