@@ -217,3 +217,21 @@ def test_random_k_is_exact_after_its_known_scale():
     assert out.loc["entropy", "best_scale"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="estimate_norm"):
         add_scaled_bias(df.drop(columns="estimate_norm"))
+
+
+def test_random_k_at_its_known_scale_is_the_all_steps_estimator():
+    """Differential check on the real exact gradient check: a uniformly random K of T steps, scaled by T/K, has the
+    all-steps estimator's error under every remasking (exact 0 with random remasking), and its best scalar is T/K."""
+    from egspo.report.gradcheck_scale import add_scaled_bias
+    from egspo.verify.gradcheck import Setting, build_problem, gradcheck_rows
+
+    df = add_scaled_bias(pd.DataFrame(gradcheck_rows(build_problem(Setting()), ks=[1, 2], lams=[0.0, 0.5])))
+    df = df[df["score"] == "library"]
+    for (remasking, baseline, lam), group in df.groupby(["remasking", "baseline", "lam"]):
+        all_steps = group[group["selection"] == "all"].iloc[0]
+        for _, row in group[group["selection"] == "random"].iterrows():
+            assert row["known_scale"] == 3 / row["k"]
+            assert row["rel_error_known_scale"] == pytest.approx(all_steps["rel_error"], abs=1e-6)
+            if remasking == "random":
+                assert row["rel_error"] == pytest.approx(1 - row["k"] / 3, abs=1e-9)
+                assert row["rel_error_known_scale"] < 1e-6 and row["best_scale"] == pytest.approx(3 / row["k"])
