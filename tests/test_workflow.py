@@ -46,7 +46,7 @@ def expected_default_counts() -> Counter:
     per_task = tiny.get("task_settings", {})
     counts = Counter({"data": len(tasks), "build_model": 1, "rl": len(tasks) * seeds * len(rl_methods),
                       "gradcheck": 1, "trace": len(tasks), "report_main": 1, "report_curves": 1, "report_fig2": 1,
-                      "report_gradcheck": 1, "all": 1})
+                      "report_gradcheck": 1, "report_compute": 1, "all": 1})
     for task in tasks:
         sft_seed = {**tiny["sft"], **per_task.get(task, {}).get("sft", {})}.get("seed")
         counts["sft"] += seeds if sft_seed is None else 1  # per seed, or one shared per task
