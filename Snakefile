@@ -5,11 +5,14 @@
 # checks, the path layout, schedules, the generated evaluation rules) is plain Python in egspo.workflow. config.yaml
 # is validated against workflow/schemas/config.schema.yaml, then by egspo.workflow.checks, before any job starts.
 
+import copy
 import os
+import sys
 
 from snakemake.utils import min_version, validate
 
 from egspo.workflow.config import coerce_cli_scalars
+from egspo.workflow.variants import placement
 
 min_version("9.0")
 
@@ -27,6 +30,12 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 # `--config` values arrive as strings ('0', '2e-4'): typed before validation
 coerce_cli_scalars(config)
 validate(config, "workflow/schemas/config.schema.yaml", set_default=False)
+# a --config override that changes what is computed runs in directories of its own (egspo.workflow.variants)
+PLACEMENT = placement(coerce_cli_scalars(copy.deepcopy(dict(workflow.config_settings.config))),
+                      config["presets"][config["preset"]])
+config["work_dir"], config["results_dir"] = PLACEMENT.work_dir, PLACEMENT.results_dir
+if PLACEMENT.note:
+    print(PLACEMENT.note, file=sys.stderr)
 
 
 report: "workflow/report/workflow.rst"

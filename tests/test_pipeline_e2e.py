@@ -126,10 +126,22 @@ def test_micro_pipeline_end_to_end(tmp_path):
     assert again.returncode == 0, again.output[-3000:]
     assert "Nothing to be done" in again.output, again.output[-3000:]
 
-    # a changed RL hyper-parameter reruns every RL job (and what depends on them), never keeps the old runs
-    changed = _snakemake(tmp_path, "-n", "--config", "rl={lr: 0.123}")
-    assert changed.returncode == 0, changed.output[-3000:]
+    # a --config override of an RL hyper-parameter is a variant: it runs in its own directories, the finished run
+    # above is left as it is
+    variant = _snakemake(tmp_path, "-n", "--config", "rl={lr: 0.123}")
+    assert variant.returncode == 0, variant.output[-3000:]
+    written = {p.strip() for line in re.findall(r"output: (.*)", variant.output) for p in line.split(",")}
+    assert written and all(p.startswith(("work/variants/rl-", "results/variants/rl-")) for p in written)
+
+    # the configuration itself changed (a config file, not an override) reruns every RL job in place (and what
+    # depends on them), never keeps the old runs
+    changed_file = tmp_path / "changed.yaml"
+    changed_file.write_text("rl: {lr: 0.123}\n")
+    cmd = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+           str(MICRO), str(changed_file), "--cores", "2", "-n"]
+    changed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert changed.returncode == 0, (changed.stdout + changed.stderr)[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", changed.stdout, flags=re.MULTILINE))
     n_rl = len(list(tmp_path.glob("work/rl/*/*/seed*/metrics.jsonl")))
-    assert n_rl > 0 and int(counts.get("rl", 0)) == n_rl, changed.output[-3000:]
-    assert int(counts.get("sft", 0)) == 0, changed.output[-3000:]
+    assert n_rl > 0 and int(counts.get("rl", 0)) == n_rl, changed.stdout[-3000:]
+    assert int(counts.get("sft", 0)) == 0, changed.stdout[-3000:]

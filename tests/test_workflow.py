@@ -5,11 +5,13 @@ jobs, overrides from the command line give targeted reruns in their own director
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +55,8 @@ def expected_default_counts() -> Counter:
         # one eval job per (task, method, seed): rule eval_start for the model before RL (once when shared by every
         # seed), rule eval for the RL methods on the shared checkpoint schedule (each job covers its checkpoints x
         # lengths x splits); a task with its own RL schedule gets its own pair of rules
-        suffix = f"_{task}" if "rl" in per_task.get(task, {}) else ""
+        own = per_task.get(task, {}).get("rl", {})
+        suffix = f"_{task}" if {"max_steps", "save_every"} & set(own) else ""  # its own save schedule
         counts[f"eval_start{suffix}"] += seeds if sft_seed is None else 1
         counts[f"eval{suffix}"] += seeds * len(rl_methods)
     return counts
@@ -78,7 +81,8 @@ def test_default_dag_job_counts(tmp_path):
 
 def test_shared_warm_start_or_one_per_seed(tmp_path):
     """`sft.seed: N`: one SFT run per task (seed N) that every RL seed starts from; `null`: one per seed."""
-    res = snakemake(tmp_path, "-n", "-p", "--config", "tasks=[sudoku]", "seeds=[0,1]", "sft={seed: 5}")
+    res = snakemake(tmp_path, "-n", "-p", "--config", "tasks=[sudoku]", "seeds=[0,1]", "sft={seed: 5}",
+                    "work_dir=work")  # named: this test is about warm starts, not where a variant writes
     assert res.returncode == 0, res.output[-3000:]
     assert job_counts(res.output)["sft"] == 1
     rl_models = re.findall(r"egspo rl --model (\S+) .*--seed (\d+)", res.output)
@@ -88,7 +92,8 @@ def test_shared_warm_start_or_one_per_seed(tmp_path):
     assert job_counts(res.output)["eval_start"] == 1
     assert "--model sft=work/sft/sudoku/seed5 " in res.output and "--tag seed=5 " in res.output
     assert re.search(r"egspo report accuracy .*--shared-seed sudoku:sft=5\b", res.output)
-    res = snakemake(tmp_path, "-n", "-p", "--config", "tasks=[sudoku]", "seeds=[0,1]", "sft={seed: null}")
+    res = snakemake(tmp_path, "-n", "-p", "--config", "tasks=[sudoku]", "seeds=[0,1]", "sft={seed: null}",
+                    "work_dir=work")
     assert res.returncode == 0, res.output[-3000:]
     assert job_counts(res.output)["sft"] == 2
     assert sorted(set(re.findall(r"egspo rl --model (\S+) ", res.output))) == ["work/sft/sudoku/seed0",
@@ -143,7 +148,7 @@ def test_cross_field_rule_names_the_key(tmp_path):
 def test_task_settings_change_one_task_for_every_method(tmp_path):
     """`task_settings.countdown`: its SFT and RL runs take the overrides (every method alike, a method's own entry
     still wins), its evaluation and report use its own checkpoints, Sudoku keeps the shared blocks."""
-    res = snakemake(tmp_path, "-n", "-p", "--config", "seeds=[0]", "sft={seed: 2, max_steps: 800}",
+    res = snakemake(tmp_path, "-n", "-p", "--config", "work_dir=work", "seeds=[0]", "sft={seed: 2, max_steps: 800}",
                     "rl={max_steps: 60, save_every: 30}", "compare=[sft, egspo, egspo_sa]",
                     "methods={egspo: {max_steps: 60, save_every: 60}}",
                     "task_settings={countdown: {sft: {max_steps: 2000, seed: 0}, rl: {max_steps: 90, save_every: 45}}}")
@@ -182,12 +187,14 @@ def test_override_variant_runs_in_its_own_directories(tmp_path):
     rl_cmds = [line for line in out.splitlines() if " rl --model" in line]
     assert len(rl_cmds) == 1
     cmd = rl_cmds[0]
-    assert "--out work/rl/sudoku/egspo_sa_k2/seed0" in cmd and "--k 2" in cmd and "--lr 0.0002" in cmd
+    # rl={lr: ...} changes every run: they go to a work directory derived from the override
+    variant = re.search(r"--out (work/variants/[a-z-]+-[0-9a-f]{8})/rl/sudoku/egspo_sa_k2/seed0 ", cmd)
+    assert variant and "--k 2" in cmd and "--lr 0.0002" in cmd, cmd
     tiny_rl = yaml.safe_load((REPO / "config.yaml").read_text())["presets"]["tiny"]["rl"]
     assert f"--max-steps {tiny_rl['max_steps']} " in cmd and "--lam 0.5" in cmd  # the rest of `rl` is the preset's
     outputs = re.findall(r"output: (.*)", out)
     written = {p.strip() for line in outputs for p in line.split(",")}
-    assert all(p.startswith(("work/", "results/variants/k2/")) for p in written), sorted(written)
+    assert all(p.startswith((variant.group(1) + "/", "results/variants/k2/")) for p in written), sorted(written)
     assert not any("/egspo_sa/" in p or "/diffu_grpo/" in p for p in written)
 
 
@@ -220,3 +227,65 @@ def test_literal_slurm_profile_command_resolves(tmp_path):
     assert res.returncode == 0, out[-3000:]
     assert "Using profile slurm for setting default command line arguments." in out
     assert job_counts(out) == expected_default_counts()
+
+
+def _written(output: str) -> set[str]:
+    """Every output path of a dry run's jobs."""
+    return {p.strip() for line in re.findall(r"output: (.*)", output) for p in line.split(",")}
+
+
+def test_targeted_reruns_leave_the_default_run_alone(tmp_path):
+    """A grid selection writes its tables under results/variants/ (sharing work/, whose jobs it does not change);
+    a changed hyper-parameter writes its work and its results under variants/ too."""
+    res = snakemake(tmp_path, "-n", "--config", "tasks=[sudoku]", "seeds=[0]")
+    assert res.returncode == 0, res.output[-3000:]
+    note = "egspo: --config overrides seeds, tasks: work in work, results in results/variants/seeds-tasks-"
+    assert note in res.output
+    written = _written(res.output)
+    assert written and all(p.startswith(("work/", "results/variants/seeds-tasks-")) for p in written)
+    assert not any(p.startswith("work/variants/") for p in written)
+    res = snakemake(tmp_path, "-n", "--config", "rl={lr: 2e-4}")
+    assert res.returncode == 0, res.output[-3000:]
+    written = _written(res.output)
+    assert written and all(p.startswith(("work/variants/rl-", "results/variants/rl-")) for p in written)
+
+
+@pytest.mark.parametrize("target", ["compare_methods", "ablate_reward", "ablate_selection"])
+def test_targets_recompute_on_a_fresh_clone(tmp_path, target):
+    """results/ is committed, work/ is not: a target must still schedule the runs its tables come from."""
+    res = snakemake(tmp_path, "-n", target)
+    assert res.returncode == 0, res.output[-3000:]
+    for rel in (p for p in _written(res.output) if p.startswith("results/")):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("committed\n")
+    res = snakemake(tmp_path, "-n", target)
+    assert res.returncode == 0, res.output[-3000:]
+    counts = job_counts(res.output)
+    assert counts["rl"] > 0 and counts["report_main" if target == "compare_methods" else "report_ablation"] == 1
+
+
+def readme_snakemake_commands() -> list[str]:
+    """Every `snakemake ...` command line of the README's bash blocks (continuation lines joined)."""
+    text = (REPO / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):
+        block = re.sub(r"\\\n\s*", " ", block)
+        for line in block.splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith("snakemake "):
+                commands.append(line)
+    return commands
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", readme_snakemake_commands())
+def test_readme_command_dry_run(command, tmp_path):
+    """Each README command as written, as a dry run from the repository root (outputs in a temporary directory)."""
+    args = shlex.split(command)[1:]
+    if "-n" not in args:
+        args.insert(0, "-n")
+    res = subprocess.run([str(SNAKEMAKE), *args, "--directory", str(tmp_path)], cwd=REPO, capture_output=True,
+                         text=True, timeout=600)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert "Job stats:" in out or "Nothing to be done" in out, out[-3000:]

@@ -110,7 +110,8 @@ def test_eval_rules_group_by_schedule_and_split_into_parts():
     assert parts["eval_part1"].ckpts == ("step_20", "step_40") and parts["eval_part1"].log_suffix == "_step_20-step_40"
     assert parts["eval_part2"].ckpts == ("step_60",) and parts["eval_part2"].log_suffix == "_step_60"
     # a test-only task gets its own split group
-    code = {r.name for r in eval_rules(plan(preset="paper", tasks=["humaneval", "mbpp"], eval={"checkpoints_per_job": None}))}
+    code = {r.name for r in eval_rules(plan(preset="paper", tasks=["humaneval", "mbpp"],
+                                              eval={"checkpoints_per_job": None}))}
     assert {"eval_start", "eval_start_test", "eval", "eval_test"} <= code
 
 

@@ -42,7 +42,9 @@ rule report_ablation:
 rule ablate_reward:
     input:
         PATHS.results_files("tables/ablation_reward", ["csv", "md"])
-        + PATHS.results_files("figures/ablation_reward", ["png", "pdf"]),
+        + PATHS.results_files("figures/ablation_reward", ["png", "pdf"])
+        # its work too, so a fresh clone (results/ committed) reruns it
+        + PLAN.eval_metrics(PLAN.ablation_methods("reward"), tasks=ablation_tasks("reward")),
 
 
 rule ablate_fidelity:
@@ -55,7 +57,9 @@ rule ablate_fidelity:
 rule ablate_selection:
     input:
         PATHS.results_files("tables/ablation_selection", ["csv", "md"])
-        + PATHS.results_files("figures/ablation_selection", ["png", "pdf"]),
+        + PATHS.results_files("figures/ablation_selection", ["png", "pdf"])
+        # its work too, so a fresh clone (results/ committed) reruns it
+        + PLAN.eval_metrics(PLAN.ablation_methods("selection"), tasks=ablation_tasks("selection")),
 
 
 import shlex

@@ -151,6 +151,6 @@ rule evaluate_all:
 rule compare_methods:
     """The method comparison alone (main table, paired differences, Figure 1, training curves): with a variant
     method in `compare`, a targeted rerun in its own results directory (egspo.workflow.variants). Its work is a
-    target too, so on a fresh clone (results/ committed, work/ absent) it recomputes instead of finding nothing to do."""
+    target too, so on a fresh clone (results/ committed, work/ absent) it recomputes instead of doing nothing."""
     input:
         MAIN_TABLES + FIG1 + CURVES + PLAN.eval_metrics(C["compare"]) + RL_FINALS,

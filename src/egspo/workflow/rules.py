@@ -45,14 +45,20 @@ def method_groups(plan: Plan, task: str) -> list[tuple[str, list[str], list[str]
         groups += [(name, on_shared, part) for name, part in checkpoint_parts(plan, "eval", shared)]
     for m in plan.C["methods"]:
         if m not in on_shared:
-            groups += [(name, [m], part) for name, part in checkpoint_parts(plan, f"eval_{m}", plan.checkpoints(m, task))]
+            parts = checkpoint_parts(plan, f"eval_{m}", plan.checkpoints(m, task))
+            groups += [(name, [m], part) for name, part in parts]
     return groups
+
+
+def own_schedule(plan: Plan, task: str) -> bool:
+    """Whether `task_settings.<task>.rl` moves the task's RL save schedule off the shared `rl` one."""
+    return any(plan.task_rl(task).get(k) != plan.C["rl"].get(k) for k in ("max_steps", "save_every"))
 
 
 def eval_rules(plan: Plan) -> list[EvalRule]:
     """Every generated evaluation rule: tasks grouped by their evaluation splits and RL save schedules, methods by
     their checkpoints within a group. A group with fewer splits than configured gets a `_<splits>` suffix, a group
-    of tasks with their own `task_settings.<task>.rl` a `_<tasks>` suffix."""
+    of tasks whose `task_settings.<task>.rl` changes the save schedule a `_<tasks>` suffix."""
     groups: dict[tuple, list[str]] = {}
     for task in plan.tasks:
         schedule = tuple(tuple(plan.checkpoints(m, task)) for m in plan.C["methods"])
@@ -60,7 +66,7 @@ def eval_rules(plan: Plan) -> list[EvalRule]:
     rules = []
     for (splits, _), tasks in groups.items():
         suffix = "" if list(splits) == list(plan.C["eval"]["splits"]) else "_" + "_".join(splits)
-        if all(plan.task_settings(t, "rl") for t in tasks):
+        if all(own_schedule(plan, t) for t in tasks):
             suffix += "_" + "_".join(tasks)
         for name, methods, ckpts in method_groups(plan, tasks[0]):
             every = plan.checkpoints(methods[0], tasks[0])
