@@ -20,7 +20,7 @@ T2 = 4.302652729749464  # t_{0.975, 2}
 
 @pytest.fixture(autouse=True)
 def _register_toy(monkeypatch):
-    monkeypatch.setitem(task_registry._REGISTRY, "toy", "toy_task:TOY")
+    monkeypatch.setitem(task_registry._REGISTRY, "toy", "conftest:TOY")
 
 
 @pytest.fixture(scope="module")
