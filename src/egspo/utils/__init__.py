@@ -1,1 +1,3 @@
-"""Infrastructure shared by every layer: atomic file writes and JSONL reading."""
+"""Infrastructure shared by every layer: atomic and durable file writes and JSONL / JSON reading (``files``), the
+user-error type and disk-full detection (``errors``), one-writer output locks (``locking``), pinned numerics
+(``numerics``)."""
