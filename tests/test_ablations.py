@@ -39,3 +39,40 @@ def test_shipped_selection_ablation_takes_the_same_optimizer_steps():
         all_steps = _rl_config(plan.method_settings("egspo_sa_all", task), task)
         assert all_steps.selection == "all" and all_steps.k == all_steps.steps
         assert len(_steps(all_steps)) == counts["egspo_sa"] < all_steps.k
+
+
+def test_ablation_and_sweep_targets_plan_the_runs_they_report(tmp_path):
+    """A dry run of paper_evidence (every ablation and sweep) on a fresh directory plans exactly the RL runs of their
+    methods (tasks as configured, every seed, each run once), one report per table, and the sweeps' points carry the
+    merged setting values."""
+    import re
+    import subprocess
+    import sys
+    from collections import Counter
+
+    snakemake = Path(sys.executable).parent / "snakemake"
+    tiny = yaml.safe_load((ROOT / "config.yaml").read_text())["presets"]["tiny"]
+    seeds = len(tiny["seeds"])
+
+    def dry(*targets: str) -> str:
+        res = subprocess.run([str(snakemake), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+                              "--cores", "1", "-n", "-p", *targets], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+        return res.stdout + res.stderr
+
+    def rl_runs(output: str) -> Counter:
+        return Counter((task, method) for task, method in re.findall(r"egspo rl .*?--out \S+/rl/(\w+)/(\w+)/seed\d+",
+                                                                       output))
+
+    out = dry("paper_evidence")  # every ablation and sweep
+    expected = Counter()
+    for spec in tiny["ablations"].values():
+        expected.update({(t, m): seeds for t in spec.get("tasks", tiny["tasks"]) for m in spec["methods"]})
+    for spec in tiny["sweeps"].values():
+        expected.update({(t, m): seeds for t in spec.get("tasks", tiny["tasks"]) for m in spec["methods"]})
+    assert rl_runs(out) == Counter({key: seeds for key in expected})  # each run once, however many tables use it
+    assert "--sweep egspo_sa_k1=1 egspo_sa_k2=2 egspo_sa=4 egspo_sa_k8=8 'egspo_sa_k16=all (16)'" in out
+    assert "--sweep egspo=0 egspo_sa_lam025=0.25 egspo_sa=0.5 egspo_sa_lam1=1 egspo_sa_lam2=2" in out
+    assert out.count("egspo report compute") == len(tiny["ablations"])
+    assert out.count("--sweep-table") == len(tiny["sweeps"])
+    assert out.count("--title 'Ablation: ") == len(tiny["ablations"])
