@@ -51,7 +51,9 @@ rule ablate_fidelity:
     """Principled semantics vs the authors' code exactly (issue 11's switch), both tasks."""
     input:
         PATHS.results_files("tables/ablation_fidelity", ["csv", "md"])
-        + PATHS.results_files("figures/ablation_fidelity", ["png", "pdf"]),
+        + PATHS.results_files("figures/ablation_fidelity", ["png", "pdf"])
+        # its work too, so a fresh clone (results/ committed) reruns it
+        + PLAN.eval_metrics(PLAN.ablation_methods("fidelity"), tasks=ablation_tasks("fidelity")),
 
 
 rule ablate_selection:
@@ -90,8 +92,10 @@ def sweep_points(name):
 
 
 def sweep_outputs(name):
+    """The sweep's table and figure and, so that a fresh clone (results/ committed) reruns it, its evaluations."""
     return (PATHS.results_files(f"tables/sweep_{name}", ["csv", "md"])
-            + PATHS.results_files(f"figures/sweep_{name}", ["png", "pdf"]))
+            + PATHS.results_files(f"figures/sweep_{name}", ["png", "pdf"])
+            + PLAN.eval_metrics(SWEEPS[name]["methods"], tasks=sweep_tasks(name)))
 
 
 rule report_sweep:
@@ -136,7 +140,8 @@ rule paper_evidence:
     input:
         [f for name in C["ablations"] for f in PATHS.results_files(f"tables/ablation_{name}", ["csv", "md"])
          + PATHS.results_files(f"figures/ablation_{name}", ["png", "pdf"])
-         + PATHS.results_files(f"tables/ablation_{name}_compute", ["csv", "md"])]
+         + PATHS.results_files(f"tables/ablation_{name}_compute", ["csv", "md"])
+         + PLAN.eval_metrics(PLAN.ablation_methods(name), tasks=ablation_tasks(name))]
         + [f for name in SWEEPS for f in sweep_outputs(name)],
 
 
