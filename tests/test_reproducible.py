@@ -105,6 +105,28 @@ def test_a_fresh_process_runs_the_pinned_kernels_whatever_the_caller_set():
     assert json.loads(native.stdout)["torch_cpu_capability"] == "DEFAULT"
 
 
+_PROBE = """
+import sys
+from egspo.cli import run_command
+status = run_command(sys.argv[1:])
+imported = "torch" in sys.modules
+import torch
+print(status, imported, torch.are_deterministic_algorithms_enabled())
+"""
+
+
+def test_torch_free_commands_skip_torch_and_torch_commands_get_its_settings(tmp_path):
+    """`egspo data` (torch-free) never imports torch, so it starts in a fraction of a second and gets none of
+    torch's settings; `egspo gradcheck` imports torch and runs with deterministic algorithms on."""
+    data = _python(["-c", _PROBE, "data", "--task", "sudoku", "--source", "tiny", "--out-dir", str(tmp_path / "d"),
+                    "--n-train", "4", "--n-validation", "2", "--n-test", "2"], _clean_env())
+    assert data.returncode == 0, data.stderr
+    assert data.stdout.split()[-3:] == ["0", "False", "False"]
+    grad = _python(["-c", _PROBE, "gradcheck", "--out", str(tmp_path / "g.csv")], _clean_env())
+    assert grad.returncode == 0, grad.stderr
+    assert grad.stdout.split()[-3:] == ["0", "True", "True"]
+
+
 def test_write_description_records_versions_and_processor(tmp_path):
     path = numerics.write_description(tmp_path / "environment.json")
     data = json.loads(path.read_text())

@@ -52,6 +52,10 @@ def _eval_outputs(args: argparse.Namespace) -> list[str]:
     return [os.path.join(args.out_dir, name) for name, _ in models]
 
 
+#: commands that compute no tensors: they skip torch's settings of the numerics pin (importing torch costs seconds)
+#: unless something they ran imported torch anyway
+TORCH_FREE = frozenset({"grade", "data", "report"})
+
 #: commands that write nothing (every other command has a WRITES entry; tests/test_locking.py checks this)
 READ_ONLY = frozenset({"fidelity"})
 
@@ -164,7 +168,8 @@ def run_command(argv: list[str]) -> int:
     parser = ArgumentParser(prog=f"egspo {name}", description=help_text)
     module.configure(parser)
     args = parser.parse_args(rest)
-    numerics.apply_torch_settings(torch_was_imported=torch_was_imported)
+    if name not in TORCH_FREE or "torch" in sys.modules:
+        numerics.apply_torch_settings(torch_was_imported=torch_was_imported)
     return _run_command(name, module, args, " ".join(["egspo", *argv]))
 
 
