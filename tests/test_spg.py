@@ -380,6 +380,8 @@ def test_rl_spg_settings_are_checked(tiny_model, train_file, tmp_path):
                                (dict(spg_mix_weight=1.5), "spg_mix_weight"), (dict(spg_num_t=3), "spg_num_t")):
         with pytest.raises(ValueError, match=message):
             make_config(tiny_model, train_file, tmp_path / "x", algorithm="spg", **overrides).validate()
+    # SPG's settings bind only SPG: another algorithm with one block (fewer blocks than spg_num_t) is valid
+    make_config(tiny_model, train_file, tmp_path / "x", algorithm="egspo", spg_num_t=3).validate()
 
 
 # ---- config.yaml: wd1 and SPG in both presets' main comparison --------------------------------------------------

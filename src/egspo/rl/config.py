@@ -145,7 +145,7 @@ class RLConfig:
         between fields (the sampler's block schedule, K <= T, process and accumulation splits, LoRA needs)."""
         check_values(self)
         steps_per_block(self.gen_length, self.steps, self.block_length)  # the sampler's own rule
-        if self.spg_masking == "block_random" and self.spg_num_t > self.gen_length // self.block_length:
+        if self.algorithm == "spg" and self.spg_masking == "block_random" and self.spg_num_t > self.gen_length // self.block_length:
             raise ValueError(f"spg_num_t={self.spg_num_t} exceeds the {self.gen_length // self.block_length} blocks "
                              "that block_random masking draws from")
         if self.k > self.steps:
