@@ -433,7 +433,7 @@ LAUNCHED = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {tests!r})
     import egspo.tasks as registry
-    registry._REGISTRY["toy"] = "toy_task:TOY"
+    registry.register_task("toy", "conftest:TOY")
     from egspo.rl.trainer import RLConfig, RLTrainer
     cfg = RLConfig(**{cfg!r})
     trainer = RLTrainer(cfg)
