@@ -5,6 +5,7 @@ produce under Snakemake is tested in test_workflow.py.)"""
 from __future__ import annotations
 
 import copy
+import shlex
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,22 @@ def test_shell_pieces():
     grid = accuracy_flags(p, ["sft", "egspo_sa"])
     assert "--checkpoints sudoku:sft=sft sudoku:egspo_sa=step_20,step_40,step_60" in grid
     assert grid.endswith("--shared-seed sudoku:sft=5")
+
+
+def test_a_false_override_of_an_optional_boolean_reaches_egspo_rl():
+    """`attend_to_pads` unset means 'the fidelity mode's value' (true under authors): a false override must be
+    written out, where flags() leaves false out; a false setting whose default is false stays out."""
+    from egspo.cli import ArgumentParser
+    from egspo.rl import command
+
+    p = plan(tasks=["sudoku"], seeds=[0], rl={"fidelity": "authors", "attend_to_pads": False,
+                                              "gradient_checkpointing": False})
+    args = rl_args(p, "sudoku", "egspo_sa", 0)
+    assert "--attend-to-pads false" in args and "--gradient-checkpointing" not in args
+    parser = ArgumentParser()
+    command.configure(parser)
+    parsed = parser.parse_args(shlex.split(args)[1:])
+    assert parsed.attend_to_pads is False and parsed.fidelity == "authors"
 
 
 @pytest.mark.parametrize("overrides, message", [

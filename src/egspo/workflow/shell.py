@@ -4,11 +4,14 @@ flags of `egspo report accuracy`."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
 from dataclasses import dataclass
 
+from egspo.rl.config import RLConfig
+from egspo.sft.config import SFTConfig
 from egspo.workflow.config import ConfigError
 from egspo.workflow.plan import Plan
 
@@ -31,6 +34,17 @@ def flags(options: dict) -> str:
         else:
             parts.append(f"{flag} {shlex.quote(str(value))}")
     return " ".join(parts)
+
+
+def setting_flags(options: dict, config_class: type) -> str:
+    """:func:`flags` of a stage's settings (``config_class`` its dataclass), except that a false boolean whose
+    default is not false is written out as ``--flag false``: an optional override such as ``attend_to_pads``
+    (unset = its fidelity mode's value) set to false must reach the command, where leaving it out would mean
+    'unset'."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config_class)}
+    explicit = [k for k, v in options.items() if v is False and defaults.get(k, False) is not False]
+    rest = flags({k: v for k, v in options.items() if k not in explicit})
+    return " ".join([rest, *(f"--{k.replace('_', '-')} false" for k in explicit)]).strip()
 
 
 def model_flags(model: dict, command: str) -> str:
@@ -112,14 +126,15 @@ def rl_args(plan: Plan, task: str, method: str, seed: int | str) -> str:
     """Arguments of `egspo rl` for run (train task, method, seed)."""
     settings = plan.method_settings(method, task)
     return (f"rl --model {plan.start_model(task, seed)} --task {task} --train {plan.paths.data_path(task, 'train')} "
-            f"--out {plan.rl_dir(task, method, seed)} --seed {seed} --style {plan.C['style']} {flags(settings)} "
+            f"--out {plan.rl_dir(task, method, seed)} --seed {seed} --style {plan.C['style']} "
+            f"{setting_flags(settings, RLConfig)} "
             f"--on-settings-change restart {model_flags(plan.C['model'], 'rl')}")
 
 
 def rl_signature(plan: Plan, task: str, method: str, seed: int | str) -> str:
     """What an rl job computes, as a plain function of its wildcards (Snakemake's rerun trigger on params)."""
     return (f"{plan.start_model(task, seed)} {plan.paths.data_path(task, 'train')} {plan.C['style']} "
-            f"{flags(plan.method_settings(method, task))} {model_flags(plan.C['model'], 'rl')}")
+            f"{setting_flags(plan.method_settings(method, task), RLConfig)} {model_flags(plan.C['model'], 'rl')}")
 
 
 def sft_args(plan: Plan, run: str, seed: int | str) -> str:
@@ -130,7 +145,7 @@ def sft_args(plan: Plan, run: str, seed: int | str) -> str:
     else:
         data = f"--task {run} --train {plan.paths.data_path(run, 'train')}"
     return (f"sft --model {plan.base_model()} {data} --out {plan.paths.sft_dir(run, seed)} --seed {seed} "
-            f"--style {plan.C['style']} {flags(options)} {model_flags(plan.C['model'], 'sft')}")
+            f"--style {plan.C['style']} {setting_flags(options, SFTConfig)} {model_flags(plan.C['model'], 'sft')}")
 
 
 def accuracy_flags(plan: Plan, methods: list[str], tasks: list[str] | None = None) -> str:
