@@ -66,3 +66,27 @@ def test_read_table_takes_a_json_list_or_json_lines(tmp_path):
     scalars.write_text("[1, 2]", encoding="utf-8")
     with pytest.raises(ValueError, match="every row must be a JSON object"):
         read_table(scalars)
+
+
+def test_authors_test_draw_is_their_seeded_numpy_choice(shared_data, tmp_path):
+    """--authors-test-draw 256 keeps the Sudoku rows the authors' evaluation scores: the literal form of their code
+    (global numpy seeded 42, then numpy.random.choice without replacement), in the drawn order."""
+    import numpy as np
+
+    from egspo.tasks.prepare import authors_test_draw
+
+    np.random.seed(42)
+    theirs = np.random.choice(500, 256, replace=False).tolist()
+    assert theirs[:10] == [361, 73, 374, 155, 104, 394, 377, 124, 68, 450]
+    assert authors_test_draw([{"i": i} for i in range(500)], 256) == [{"i": i} for i in theirs]
+
+    src = shared_data / "sudoku_4x4_test.csv"
+    assert main(["data", "--task", "sudoku", "--source", str(src), "--out-dir", str(tmp_path), "--splits", "test",
+                 "--authors-test-draw", "256"]) == 0
+    rows = _read(tmp_path / "test.jsonl")
+    lines = src.read_text().splitlines()[1:]
+    assert len(rows) == 256 and [r["Puzzle"] for r in rows[:3]] == [lines[i].split(",")[0] for i in theirs[:3]]
+    assert main(["data", "--task", "sudoku", "--source", str(src), "--out-dir", str(tmp_path / "x"), "--splits",
+                 "test", "--authors-test-draw", "256", "--n-test", "5"]) == 2
+    assert main(["data", "--task", "sudoku", "--source", str(src), "--out-dir", str(tmp_path / "y"), "--splits",
+                 "test", "--authors-test-draw", "501"]) == 2

@@ -18,7 +18,7 @@ from egspo.workflow.paths import Layout
 from egspo.workflow.plan import Plan
 from egspo.workflow.rules import eval_outputs, eval_rules, inherited_set_resources
 from egspo.workflow.schedule import check_block_schedule, eval_steps, saved_checkpoints, saved_steps
-from egspo.workflow.shell import Launcher, accuracy_flags, check_processes, flags, rl_args
+from egspo.workflow.shell import Launcher, accuracy_flags, check_processes, data_flags, flags, rl_args
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -146,6 +146,16 @@ def test_shell_pieces():
     grid = accuracy_flags(p, ["sft", "egspo_sa"])
     assert "--checkpoints sudoku:sft=sft sudoku:egspo_sa=step_20,step_40,step_60" in grid
     assert grid.endswith("--shared-seed sudoku:sft=5")
+
+
+def test_authors_test_draw_reaches_only_the_tasks_it_names():
+    data = {"source": "hub", "seed": 0, "authors_test_draw": {"sudoku": 256}}
+    assert data_flags(data, "sudoku") == "--source hub --seed 0 --authors-test-draw 256"
+    assert data_flags(data, "gsm8k") == "--source hub --seed 0"
+    paper = Plan.from_raw({**copy.deepcopy(RAW), "preset": "paper"})
+    assert paper.C["data"]["authors_test_draw"] == {"sudoku": 256}
+    with pytest.raises(ConfigError, match="'data.n_test' also chooses the test rows"):
+        check_config(plan(data={"authors_test_draw": {"sudoku": 8}, "n_test": 16}))
 
 
 def test_a_false_override_of_an_optional_boolean_reaches_egspo_rl():

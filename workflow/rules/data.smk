@@ -1,6 +1,7 @@
 # Stage 1: train / validation / test rows of a task, and the tiny model (built once, shared by every run).
 
 from egspo.workflow.plan import FULL_SPLIT_TASKS, PARTIAL_SPLITS, TINY_MODEL_KEYS
+from egspo.workflow.shell import data_flags
 
 
 rule data:
@@ -11,7 +12,7 @@ rule data:
         test=data_path("{task}", "test"),
     params:
         out_dir=lambda wc: PATHS.data_dir(wc.task),
-        flags=flags(C["data"]),
+        flags=lambda wc: data_flags(C["data"], wc.task),
     log:
         f"{LOGS}/data/{{task}}.log",
     wildcard_constraints:
@@ -30,7 +31,7 @@ rule data_split:
         data_path("{task}", "{split}"),
     params:
         out_dir=lambda wc: PATHS.data_dir(wc.task),
-        flags=flags(C["data"]),
+        flags=lambda wc: data_flags(C["data"], wc.task),
     log:
         f"{LOGS}/data/{{task}}_{{split}}.log",
     wildcard_constraints:

@@ -14,6 +14,8 @@ splits are disjoint by construction (see the task modules). ``--source hub`` use
   solution grid is a test solution (SPG's leakage finding); validation carved from it.
 
 For hub sources ``--n-train`` / ``--n-test`` keep the first N rows in the source order (default: all).
+``--authors-test-draw N`` instead keeps the N test rows the authors' evaluation scores: their ``eval.py`` seeds
+numpy with 42 and takes ``numpy.random.choice(len(test), N, replace=False)`` (in that order; Sudoku: 256 of 500).
 ``--source PATH`` reads one local file in the task's original schema as one split: pass ``--splits`` with exactly
 that split (e.g. ``--splits test``). Each file is written atomically (temp file + rename).
 """
@@ -23,6 +25,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from egspo.utils.files import write_jsonl_atomic
 from egspo.tasks import TASK_NAMES, get_task
@@ -64,6 +68,19 @@ def build_splits(task_name: str, source: str, seed: int = 0, n_train: int | None
     return out
 
 
+#: the seed of the authors' evaluation draw (their eval/eval.py: init_seed(42) before the dataset is built)
+AUTHORS_EVAL_SEED = 42
+
+
+def authors_test_draw(rows: list[dict], n: int) -> list[dict]:
+    """The ``n`` rows the authors' evaluation scores: ``numpy.random.seed(42)`` then
+    ``numpy.random.choice(len(rows), n, replace=False)`` (numpy's legacy generator, in the drawn order)."""
+    if not 0 < n <= len(rows):
+        raise ValueError(f"--authors-test-draw={n} must be between 1 and the {len(rows)} test rows")
+    picks = np.random.RandomState(AUTHORS_EVAL_SEED).choice(len(rows), n, replace=False)
+    return [rows[i] for i in picks]
+
+
 def _first(rows: list[dict], n: int, split: str) -> list[dict]:
     if n > len(rows):
         raise ValueError(f"--n-{split}={n} but the source has only {len(rows)} {split} rows")
@@ -79,15 +96,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-validation", type=int, default=None)
     parser.add_argument("--n-test", type=int, default=None)
     parser.add_argument("--splits", default=",".join(SPLITS), help="comma-separated subset of train,validation,test")
+    parser.add_argument("--authors-test-draw", type=int, default=None, metavar="N",
+                        help="keep the N test rows the authors' evaluation draws (numpy seed 42, without replacement)")
 
 
 def run(args: argparse.Namespace) -> int:
     splits = tuple(s for s in args.splits.split(",") if s)
+    if args.authors_test_draw is not None and args.n_test is not None:
+        raise ValueError("--authors-test-draw and --n-test both choose the test rows: pass one")
     try:
         data = build_splits(args.task, args.source, args.seed, args.n_train, args.n_validation, args.n_test, splits)
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"egspo data: error: {exc}", file=sys.stderr)
         return 2
+    if args.authors_test_draw is not None and "test" in data:
+        data["test"] = authors_test_draw(data["test"], args.authors_test_draw)
     out_dir = Path(args.out_dir)
     for split, rows in data.items():
         write_jsonl_atomic(out_dir / f"{split}.jsonl", rows)

@@ -74,6 +74,8 @@ def check_config(plan: Plan) -> None:
         check_block_schedule(f"config key 'eval.gen_lengths' entry {length}", length, plan.eval_steps(length),
                              C["eval"]["block_length"])
     check_references(plan)
+    if C["data"].get("authors_test_draw") and C["data"].get("n_test") is not None:
+        raise ConfigError("config key 'data.authors_test_draw': 'data.n_test' also chooses the test rows; set one")
     if C["model"]["kind"] == "tiny" and C["data"]["source"] == "hub":
         raise ConfigError("config key 'data.source' = 'hub' needs a pretrained model (model.kind), "
                           "the tiny model's tokenizer only covers the tiny tasks' alphabet")

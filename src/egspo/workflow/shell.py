@@ -36,6 +36,13 @@ def flags(options: dict) -> str:
     return " ".join(parts)
 
 
+def data_flags(data: dict, task: str) -> str:
+    """Flags of `egspo data` for one task (config key 'data'): the shared keys, and ``--authors-test-draw N`` where
+    ``data.authors_test_draw`` names the task (the authors' evaluation subsample, e.g. Sudoku 256 of 500)."""
+    shared = {k: v for k, v in data.items() if k != "authors_test_draw"}
+    return flags({**shared, "authors_test_draw": (data.get("authors_test_draw") or {}).get(task)})
+
+
 def setting_flags(options: dict, config_class: type) -> str:
     """:func:`flags` of a stage's settings (``config_class`` its dataclass), except that a false boolean whose
     default is not false is written out as ``--flag false``: an optional override such as ``attend_to_pads``
