@@ -119,6 +119,18 @@ def read_rl_metrics(path: str | Path) -> pd.DataFrame:
     return df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
 
 
+def rl_runs(rl_dir: str | Path, tasks, methods, seeds):
+    """(task, method, metrics path, metrics frame) of every RL run of the grid, in grid order; a missing file is an
+    error naming it."""
+    for task in tasks:
+        for method in methods:
+            for seed in seeds:
+                path = Path(rl_dir) / task / method / f"seed{seed}" / "metrics.jsonl"
+                if not path.is_file():
+                    raise FileNotFoundError(f"RL metrics file missing: {path}")
+                yield task, method, path, read_rl_metrics(path)
+
+
 def run_accuracy(args: argparse.Namespace) -> int:
     from egspo.report.figures import accuracy_bars
 
@@ -186,17 +198,11 @@ def run_curves(args: argparse.Namespace) -> int:
     from egspo.report.figures import training_curves
 
     runs: dict[tuple[str, str], list[pd.DataFrame]] = {}
-    for task in args.tasks:
-        for method in args.methods:
-            for seed in args.seeds:
-                path = Path(args.rl_dir) / task / method / f"seed{seed}" / "metrics.jsonl"
-                if not path.is_file():
-                    raise FileNotFoundError(f"RL metrics file missing: {path}")
-                df = read_rl_metrics(path)
-                missing = [c for c in args.columns if c not in df]
-                if missing:
-                    raise ValueError(f"{path}: no column(s) {missing}; columns: {sorted(df.columns)}")
-                runs.setdefault((task, method), []).append(df)
+    for task, method, path, df in rl_runs(args.rl_dir, args.tasks, args.methods, args.seeds):
+        missing = [c for c in args.columns if c not in df]
+        if missing:
+            raise ValueError(f"{path}: no column(s) {missing}; columns: {sorted(df.columns)}")
+        runs.setdefault((task, method), []).append(df)
     training_curves(runs, args.figure, columns=args.columns, smooth=args.smooth)
     return 0
 
@@ -219,13 +225,8 @@ def run_compute(args: argparse.Namespace) -> int:
     from egspo.report.compute import compute_markdown, compute_table, run_means
 
     runs = {}
-    for task in args.tasks:
-        for method in args.methods:
-            for seed in args.seeds:
-                path = Path(args.rl_dir) / task / method / f"seed{seed}" / "metrics.jsonl"
-                if not path.is_file():
-                    raise FileNotFoundError(f"RL metrics file missing: {path}")
-                runs.setdefault((task, method), []).append(run_means(read_rl_metrics(path), path))
+    for task, method, path, df in rl_runs(args.rl_dir, args.tasks, args.methods, args.seeds):
+        runs.setdefault((task, method), []).append(run_means(df, path))
     df = compute_table(runs, args.methods, args.reference)
     tables.write_csv(df, f"{args.table}.csv")
     tables.atomic_write_text(f"{args.table}.md", compute_markdown(df, args.reference))

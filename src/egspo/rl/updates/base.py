@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -66,4 +67,12 @@ def clipped(rho: torch.Tensor, advantages: torch.Tensor, eps_low: float, eps_hig
     return ((rho < 1 - eps_low) & (advantages < 0)) | ((rho > 1 + eps_high) & (advantages > 0))
 
 
-__all__ = ["IterationResult", "UpdateStrategy", "clipped", "row_pieces"]
+def sequence_update_metrics(*, loss: float, grad_norms: list[float], advantage_abs_mean: float, t_rollout: float,
+                            kl: float | None = None, clip_frac: float | None = None) -> dict[str, Any]:
+    """The metrics row of a sequence-level update (diffu-GRPO, wd1, SPG: one advantage per completion, no
+    one-step reward), in the column order every algorithm logs."""
+    return {"loss": loss, "kl": kl, "clip_frac": clip_frac, "grad_norm": float(np.mean(grad_norms)),
+            "advantage_abs_mean": advantage_abs_mean, "onestep_reward_mean": None, "time_rollout_s": t_rollout}
+
+
+__all__ = ["IterationResult", "UpdateStrategy", "clipped", "row_pieces", "sequence_update_metrics"]

@@ -11,10 +11,9 @@ piece's share of the step's tokens on all processes, so the update is the step's
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from egspo.rl.updates.base import IterationResult, UpdateStrategy, clipped, row_pieces
+from egspo.rl.updates.base import IterationResult, UpdateStrategy, clipped, row_pieces, sequence_update_metrics
 
 
 class DiffuGRPOUpdate(UpdateStrategy):
@@ -84,15 +83,10 @@ class DiffuGRPOUpdate(UpdateStrategy):
         totals = dict(zip(sums, tr.global_sum(list(sums.values())), strict=True))
         rows_total = N * tr.world * cfg.mu
         adv = tr.global_sum([float(advantages.abs().sum()), float(advantages.numel())])
-        metrics = {
-            "loss": totals["loss"] / (tr.world * cfg.mu),
-            "kl": totals["kl"] / rows_total if cfg.beta > 0 else None,
-            "clip_frac": totals["clipped"] / max(totals["tokens"], 1.0),
-            "grad_norm": float(np.mean(grad_norms)),
-            "advantage_abs_mean": adv[0] / adv[1],
-            "onestep_reward_mean": None,
-            "time_rollout_s": t_rollout,
-        }
+        metrics = sequence_update_metrics(
+            loss=totals["loss"] / (tr.world * cfg.mu), kl=totals["kl"] / rows_total if cfg.beta > 0 else None,
+            clip_frac=totals["clipped"] / max(totals["tokens"], 1.0), grad_norms=grad_norms,
+            advantage_abs_mean=adv[0] / adv[1], t_rollout=t_rollout)
         return IterationResult(rewards=rewards, advantages=advantages, rollout=rollout, metrics=metrics)
 
 

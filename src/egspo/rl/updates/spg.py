@@ -10,10 +10,9 @@ and clean earlier blocks also hidden with probability ``p_mask_prompt``) and tak
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from egspo.rl.updates.base import IterationResult, UpdateStrategy, row_pieces
+from egspo.rl.updates.base import IterationResult, UpdateStrategy, row_pieces, sequence_update_metrics
 
 
 class SPGUpdate(UpdateStrategy):
@@ -77,13 +76,8 @@ class SPGUpdate(UpdateStrategy):
         counts = tr.global_sum([float(advantages.abs().sum()), float(advantages.numel()),
                                 float((~positive).sum())])
         metrics = {
-            "loss": totals["loss"] / (tr.world * cfg.mu),
-            "kl": None,
-            "clip_frac": None,
-            "grad_norm": float(np.mean(grad_norms)),
-            "advantage_abs_mean": counts[0] / counts[1],
-            "onestep_reward_mean": None,
-            "time_rollout_s": t_rollout,
+            **sequence_update_metrics(loss=totals["loss"] / (tr.world * cfg.mu), grad_norms=grad_norms,
+                                      advantage_abs_mean=counts[0] / counts[1], t_rollout=t_rollout),
             "spg_elbo_per_token": totals["elbo"] / (counts[1] * cfg.mu),
             "spg_negative_per_token": totals["negative"] / max(counts[2] * cfg.mu, 1.0),
         }

@@ -10,10 +10,9 @@ or KL (``beta`` is not used; a run with ``beta > 0`` only builds a reference it 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from egspo.rl.updates.base import IterationResult, UpdateStrategy, row_pieces
+from egspo.rl.updates.base import IterationResult, UpdateStrategy, row_pieces, sequence_update_metrics
 
 
 class WD1Update(UpdateStrategy):
@@ -48,15 +47,8 @@ class WD1Update(UpdateStrategy):
                 loss_sum += float(loss.detach())
             grad_norms.append(tr.optimizer_step())
         adv = tr.global_sum([float(advantages.abs().sum()), float(advantages.numel()), loss_sum])
-        metrics = {
-            "loss": adv[2] / (tr.world * cfg.mu),
-            "kl": None,
-            "clip_frac": None,
-            "grad_norm": float(np.mean(grad_norms)),
-            "advantage_abs_mean": adv[0] / adv[1],
-            "onestep_reward_mean": None,
-            "time_rollout_s": t_rollout,
-        }
+        metrics = sequence_update_metrics(loss=adv[2] / (tr.world * cfg.mu), grad_norms=grad_norms,
+                                          advantage_abs_mean=adv[0] / adv[1], t_rollout=t_rollout)
         return IterationResult(rewards=rewards, advantages=advantages, rollout=rollout, metrics=metrics)
 
 
