@@ -26,15 +26,14 @@ from dataclasses import dataclass
 import torch
 
 from egspo.core.constraints import STEP_REDUCTIONS
-from egspo.core.sampler import (
-    Rollout,
+from egspo.core.model_calls import (
     accepts_attention_mask,
     forward_logits,
     model_device,
     needs_attention_mask,
     score_dtype,
-    step_schedule,
 )
+from egspo.core.sampler import Rollout, step_schedule
 
 
 @dataclass

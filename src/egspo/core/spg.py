@@ -46,7 +46,7 @@ import math
 
 import torch
 
-from egspo.core.sampler import forward_logits, model_device, needs_attention_mask, score_dtype
+from egspo.core.model_calls import forward_logits, model_device, needs_attention_mask, score_dtype
 
 FORWARD_TYPES = ("block_random", "random")
 VARIANTS = ("elbo", "eubo", "mix")

@@ -238,7 +238,8 @@ class RLTrainer:
     def _rollout(self, prompt_rows: list[int], record_greedy_fill: bool):
         """G completions for each of this process's prompts (rows contiguous per prompt), in chunks of
         ``micro_batch`` trajectories."""
-        from egspo.core.sampler import generate, pad_prompts
+        from egspo.core.model_calls import pad_prompts
+        from egspo.core.sampler import generate
 
         G = self.cfg.num_generations
         lists = [self.prompt_ids[i] for i in prompt_rows for _ in range(G)]
