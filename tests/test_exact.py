@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from egspo.verify.exact import (EnumerablePolicy, ExactProblem, chi2_sf, enumerate_trajectories, match_reward,
-                         table_reward)
+from egspo.verify.enumerable_policy import EnumerablePolicy, match_reward, table_reward
+from egspo.verify.exact import ExactProblem, chi2_sf, enumerate_trajectories
 from egspo.verify.gradcheck import single_thread
 from egspo.core.sampler import SamplerConfig, generate
 

@@ -9,7 +9,8 @@ import torch
 
 from egspo.core.advantages import stepwise_returns
 from egspo.cli import run_command as main  # errors propagate (egspo.cli.main reports them)
-from egspo.verify.exact import estimator_stats, library_step_scores, row_jacobian
+from egspo.verify.estimator_moments import estimator_stats, library_step_scores
+from egspo.verify.exact import row_jacobian
 from egspo.verify.gradcheck import COLUMNS, Setting, build_problem, gradcheck_rows, single_thread
 from egspo.core.objective import step_batch, step_logprob, token_logprobs
 from egspo.core.sampler import SamplerConfig, generate

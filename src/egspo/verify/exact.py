@@ -21,120 +21,21 @@ masked positions in the current block of ``S_j`` and sampling at temperature 1:
   sampler's choice implementation-defined, so they are refused.
 
 From these, ``J(theta) = sum_tau P(tau) r(x)`` and ``grad J`` follow by autograd, ``V(S_j) = E[r | S_j]`` by grouping
-trajectories through the same state, and the exact expectation and variance of any estimator
-``g(tau) = sum_j w_j(tau) grad log pi(S_{j+1} | S_j)`` (``w`` detached) from the per-step score Jacobian.
+trajectories through the same state, and ``grad log P(S_{j+1} | S_j)`` per step; the exact moments of the library's
+estimators from these are `egspo.verify.estimator_moments`. The policy and rewards are
+`egspo.verify.enumerable_policy`.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-#: logit of the mask token in :class:`EnumerablePolicy`: ``exp(-1e4)`` is exactly 0 in float64, so the policy never
-#: proposes the mask and the softmax over the real tokens is unchanged to the last bit.
-MASK_LOGIT = -1.0e4
-
-RewardFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The enumerable policy
-# ---------------------------------------------------------------------------------------------------------------
-@dataclass
-class PolicyOutput:
-    """What the sampler and objective read from a model call: ``logits`` ``[N, P+L, V+1]``."""
-
-    logits: torch.Tensor
-
-
-class EnumerablePolicy(nn.Module):
-    """A float64 policy over ``vocab`` real tokens plus the mask token (id ``vocab``) whose logits at every
-    position are a small MLP of the whole state: ``logits = W2 tanh(W1 flatten(E[s] + P) + b1) + b2``.
-
-    ``forward(input_ids, attention_mask=None)`` returns :class:`PolicyOutput` with ``logits`` ``[N, S, vocab+1]``;
-    the mask column is the constant :data:`MASK_LOGIT`. Padding is not supported (all prompts have one length).
-    """
-
-    def __init__(self, vocab: int, seq_len: int, *, embed_dim: int = 3, hidden: int = 8, seed: int = 0,
-                 scale: float = 1.0):
-        super().__init__()
-        for name, value in (("vocab", vocab), ("seq_len", seq_len), ("embed_dim", embed_dim), ("hidden", hidden)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"EnumerablePolicy: {name} must be a positive int, got {value!r}")
-        if vocab < 2:
-            raise ValueError(f"EnumerablePolicy: vocab must be >= 2 real tokens, got {vocab}")
-        if not scale > 0:
-            raise ValueError(f"EnumerablePolicy: scale must be > 0, got {scale!r}")
-        self.vocab = vocab
-        self.mask_token_id = vocab
-        self.seq_len = seq_len
-        dt = torch.float64
-        self.token_embedding = nn.Embedding(vocab + 1, embed_dim, dtype=dt)
-        self.position_embedding = nn.Parameter(torch.zeros(seq_len, embed_dim, dtype=dt))
-        self.hidden = nn.Linear(seq_len * embed_dim, hidden, dtype=dt)
-        self.output = nn.Linear(hidden, seq_len * vocab, dtype=dt)
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            self.token_embedding.weight.copy_(torch.randn(vocab + 1, embed_dim, generator=gen, dtype=dt))
-            self.position_embedding.copy_(torch.randn(seq_len, embed_dim, generator=gen, dtype=dt))
-            fan_in = seq_len * embed_dim
-            self.hidden.weight.copy_(torch.randn(hidden, fan_in, generator=gen, dtype=dt) * 1.5 / math.sqrt(fan_in))
-            self.hidden.bias.copy_(torch.randn(hidden, generator=gen, dtype=dt) * 0.5)
-            self.output.weight.copy_(torch.randn(seq_len * vocab, hidden, generator=gen, dtype=dt)
-                                     * scale * 1.5 / math.sqrt(hidden))
-            self.output.bias.copy_(torch.randn(seq_len * vocab, generator=gen, dtype=dt) * scale * 0.5)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> PolicyOutput:
-        if input_ids.dim() != 2 or input_ids.shape[1] != self.seq_len:
-            raise ValueError(f"EnumerablePolicy: input_ids must be [N, {self.seq_len}], got {tuple(input_ids.shape)}")
-        if attention_mask is not None and not bool(attention_mask.all()):
-            raise ValueError("EnumerablePolicy: attention_mask has padded positions; this model takes none")
-        if bool((input_ids < 0).any()) or bool((input_ids > self.vocab).any()):
-            raise ValueError(f"EnumerablePolicy: token ids must lie in [0, {self.vocab}] (mask = {self.vocab})")
-        n = input_ids.shape[0]
-        h = (self.token_embedding(input_ids) + self.position_embedding).reshape(n, -1)
-        real = self.output(torch.tanh(self.hidden(h))).view(n, self.seq_len, self.vocab)
-        mask_col = torch.full((n, self.seq_len, 1), MASK_LOGIT, dtype=real.dtype, device=real.device)
-        return PolicyOutput(logits=torch.cat([real, mask_col], dim=-1))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Rewards on completions (deterministic, [N, L] -> [N] float64)
-# ---------------------------------------------------------------------------------------------------------------
-def table_reward(vocab: int, gen_length: int, seed: int = 0) -> RewardFn:
-    """r(x) = table[x]: an arbitrary fixed table of rewards in {0, 0.1, ..., 1} over all ``vocab^L`` completions."""
-    gen = torch.Generator().manual_seed(seed + 7919)
-    table = torch.randint(0, 11, (vocab ** gen_length,), generator=gen).to(torch.float64) / 10.0
-    radix = vocab ** torch.arange(gen_length - 1, -1, -1)
-
-    def reward(completion: torch.Tensor) -> torch.Tensor:
-        _check_completion(completion, vocab, gen_length)
-        return table[(completion.long() * radix).sum(-1)]
-
-    return reward
-
-
-def match_reward(target: Sequence[int], vocab: int) -> RewardFn:
-    """r(x) = number of positions i with x_i = target_i."""
-    tgt = torch.as_tensor(list(target), dtype=torch.long)
-
-    def reward(completion: torch.Tensor) -> torch.Tensor:
-        _check_completion(completion, vocab, len(tgt))
-        return (completion.long() == tgt).sum(-1).to(torch.float64)
-
-    return reward
-
-
-def _check_completion(completion: torch.Tensor, vocab: int, gen_length: int) -> None:
-    if completion.shape[-1] != gen_length:
-        raise ValueError(f"reward: completion length must be {gen_length}, got shape {tuple(completion.shape)}")
-    if bool((completion < 0).any()) or bool((completion >= vocab).any()):
-        raise ValueError(f"reward: completion holds ids outside the real vocabulary [0, {vocab})")
+from egspo.verify.enumerable_policy import EnumerablePolicy, RewardFn
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -376,25 +277,6 @@ class ExactProblem:
         return torch.tensor(out, dtype=torch.long)
 
 
-def library_step_scores(model: nn.Module, rollout, params: Sequence[torch.Tensor] | None = None,
-                        chunk_rows: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """The library objective's per-step scores on every step of ``rollout``: ``(logpi [N, T], grad logpi
-    [N, T, D])`` with ``log pi(S_{j+1} | S_j) = step_logprob(token_logprobs(model, step_batch(rollout, j)), U_j)``,
-    over sub-rollouts of about ``chunk_rows`` (trajectory, step) rows (the Jacobian costs O(rows^2) per chunk)."""
-    from egspo.core.objective import step_batch, step_logprob, token_logprobs
-
-    n, steps = rollout.completion.shape[0], rollout.config.steps
-    params = [p for p in model.parameters() if p.requires_grad] if params is None else list(params)
-    values, jacs = [], []
-    for idx in trajectory_chunks(n, steps, chunk_rows):
-        part = rollout.index_select(idx)
-        batch = step_batch(part, torch.arange(steps).expand(len(idx), steps).contiguous())
-        ell = step_logprob(token_logprobs(model, batch), batch.target_mask, reduction="sum")
-        jacs.append(row_jacobian(ell, params).view(len(idx), steps, -1))
-        values.append(ell.detach().view(len(idx), steps))
-    return torch.cat(values), torch.cat(jacs)
-
-
 def trajectory_chunks(n: int, steps: int, chunk_rows: int) -> list[torch.Tensor]:
     """Consecutive index blocks of the ``n`` trajectories holding about ``chunk_rows`` (trajectory, step) rows."""
     if chunk_rows < 1:
@@ -414,51 +296,6 @@ def row_jacobian(values: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.
 
 def flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Estimators
-# ---------------------------------------------------------------------------------------------------------------
-@dataclass
-class EstimatorStats:
-    """Exact moments of ``g(tau) = sum_j w_j grad log pi_j`` and how ``E g`` compares with ``grad J``."""
-
-    mean: torch.Tensor   # E[g]  [D]
-    variance: float      # trace Cov(g) = E|g|^2 - |E g|^2
-    cosine: float        # cos(E g, grad J)
-    rel_error: float     # |E g - grad J| / |grad J|
-
-
-def estimator_stats(prob: torch.Tensor, scores: torch.Tensor, weights: Sequence[torch.Tensor],
-                    grad_j: torch.Tensor) -> EstimatorStats:
-    """Exact statistics of an estimator whose per-trajectory weights ``w [N, T]`` are drawn uniformly from
-    ``weights`` (one entry for a deterministic selector; every K-subset for the random one)."""
-    if not weights:
-        raise ValueError("estimator_stats: weights is empty")
-    mean = torch.zeros(scores.shape[-1], dtype=torch.float64)
-    second = 0.0
-    for w in weights:
-        g = torch.einsum("nt,ntd->nd", w.to(torch.float64), scores)
-        mean += prob @ g / len(weights)
-        second += float(prob @ (g * g).sum(-1)) / len(weights)
-    norm_j = grad_j.norm()
-    if float(norm_j) == 0.0:
-        raise ValueError("grad J is exactly zero; cosine and relative error are undefined")
-    cosine = float(mean @ grad_j / (mean.norm() * norm_j)) if float(mean.norm()) > 0 else 0.0
-    return EstimatorStats(mean=mean, variance=second - float(mean @ mean), cosine=cosine,
-                          rel_error=float((mean - grad_j).norm() / norm_j))
-
-
-def all_subsets(steps: int, k: int, n: int) -> list[torch.Tensor]:
-    """One ``[n, T]`` 0/1 indicator per K-subset of the T steps (the random selector's equally likely outcomes)."""
-    if not 1 <= k <= steps:
-        raise ValueError(f"k must lie in [1, {steps}], got {k}")
-    out = []
-    for subset in itertools.combinations(range(steps), k):
-        ind = torch.zeros(n, steps, dtype=torch.float64)
-        ind[:, list(subset)] = 1.0
-        out.append(ind)
-    return out
 
 
 def chi2_sf(stat: float, dof: int) -> float:

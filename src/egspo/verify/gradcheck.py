@@ -35,15 +35,9 @@ import torch
 
 from egspo.settings import add_arguments, check_values, from_namespace
 from egspo.utils.files import atomic_write_text
-from egspo.verify.exact import (
-    EnumerablePolicy,
-    ExactProblem,
-    all_subsets,
-    estimator_stats,
-    library_step_scores,
-    match_reward,
-    table_reward,
-)
+from egspo.verify.enumerable_policy import EnumerablePolicy, match_reward, table_reward
+from egspo.verify.estimator_moments import all_subsets, estimator_stats, library_step_scores
+from egspo.verify.exact import ExactProblem
 from egspo.verify.gradcheck_config import GradcheckConfig
 
 COLUMNS = ("selection", "k", "lam", "baseline", "remasking", "cosine", "rel_error", "variance",
