@@ -6,7 +6,8 @@ import pytest
 
 from egspo.evaluation import grading
 from egspo.cli import main
-from egspo.tasks.authors_compat import authors_soft_format, compat_grade
+from egspo.tasks.authors_compat import compat_grade
+from egspo.tasks.authors_compat.gsm8k import authors_soft_format
 
 SUDOKU = {"Puzzle": "3102200002100320", "Solution": "3142243142131324"}
 
@@ -148,7 +149,7 @@ def test_linear_compat_parsers_equal_the_reference_regexes():
     """The authors' regexes are quadratic on adversarial text; our linear versions must match them exactly."""
     import re
 
-    from egspo.tasks import authors_compat as ac
+    from egspo.tasks.authors_compat import common, countdown, gsm8k, sudoku
 
     rng = random.Random(2)
     pieces = ["<answer>", "</answer>", "<|eot_id|>", "```", "\\boxed{", "}", "=", "1234", "5678", "9", " ", "\n",
@@ -158,18 +159,18 @@ def test_linear_compat_parsers_equal_the_reference_regexes():
                        r"\b(\d{16})\b"]
     for _ in range(5000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 14)))
-        assert ac._tag_blocks(text) == re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL), text
+        assert common.tag_blocks(text) == re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL), text
         m = re.search(r"<answer>(.*?)</answer>", text, re.DOTALL)
-        assert ac._first_block(text) == (m.group(1) if m else None), text
-        assert ac._boxed_braces_same_line(text) == re.findall(r"\\boxed{(.*?)}", text), text
+        assert common.first_block(text) == (m.group(1) if m else None), text
+        assert gsm8k._boxed_braces_same_line(text) == re.findall(r"\\boxed{(.*?)}", text), text
         expected = ""
         for pattern in sudoku_patterns:
             m = re.search(pattern, text, re.DOTALL)
             if m and m.group(1).strip():
                 expected = re.sub(r"\s", "", m.group(1).strip())
                 break
-        assert ac.sudoku_eval_extract(text) == expected, text
+        assert sudoku.sudoku_eval_extract(text) == expected, text
         m = re.search(r"([0-9+\-*/() ]+)=[0-9. ]+", text)
         no_box = text.replace("\\boxed", "")
         m = re.search(r"([0-9+\-*/() ]+)=[0-9. ]+", no_box)
-        assert ac.countdown_eval_extract(no_box) == (m.group(1).strip() if m else no_box), no_box
+        assert countdown.countdown_eval_extract(no_box) == (m.group(1).strip() if m else no_box), no_box
