@@ -27,6 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PAPER = yaml.safe_load((REPO / "config.yaml").read_text())["presets"]["paper"]
 RL_METHODS = [m for m in PAPER["compare"] if m != "base"]
+
+
+def method_settings(method: str) -> dict:
+    """The paper preset's RL settings of `method`: the shared `rl` block under the method's own entry."""
+    return {**PAPER["rl"], **PAPER["methods"][method]}
 TRAIN_TASKS = {t: PAPER["train_tasks"].get(t, t) for t in PAPER["tasks"]}
 EVAL_SPLITS = {t: [s for s in PAPER["eval"]["splits"] if not (t == "humaneval" and s != "test")]
                for t in PAPER["tasks"]}
@@ -80,25 +85,27 @@ def test_paper_dag_has_every_run_and_evaluation(paper_dag):
     counts = Counter(j["rule"] for j in paper_dag)
     rl_tasks = sorted(set(TRAIN_TASKS.values()))
     assert rl_tasks == ["countdown", "gsm8k", "kodcode", "math500", "sudoku"]
-    assert counts["rl"] == len(rl_tasks) * len(RL_METHODS) * len(PAPER["seeds"]) == 15
+    assert RL_METHODS == ["diffu_grpo", "wd1", "spg", "egspo", "egspo_sa"]
+    assert counts["rl"] == len(rl_tasks) * len(RL_METHODS) * len(PAPER["seeds"]) == 25
     assert counts["data"] == 5 and "sft" not in counts and "build_model" not in counts
     rl_outputs = {o for j in paper_dag if j["rule"] == "rl" for o in j["outputs"]}
     assert "work/paper/rl/kodcode/egspo_sa/seed0/checkpoints/step_4000" in rl_outputs
     assert not any("/rl/humaneval/" in o or "/rl/mbpp/" in o for o in rl_outputs)
     split_jobs = {o for j in paper_dag if j["rule"] == "data_split" for o in j["outputs"]}
     assert {"work/paper/data/humaneval/test.jsonl", "work/paper/data/kodcode/train.jsonl"} <= split_jobs
-    # every evaluation of the grid is planned: 6 tasks x (base + 3 methods x last 20 checkpoints) x 3 lengths x splits
+    # every evaluation of the grid is planned: 6 tasks x (base + 5 methods x last 20 checkpoints) x 3 lengths x splits
     declared = {o for j in paper_dag for o in j["outputs"] if o.endswith(".metrics.json")}
     n_ckpt = PAPER["eval"]["last_checkpoints"]
     expected = set()
     for task in PAPER["tasks"]:
+        every = PAPER["rl"]["save_every"]  # 50 iterations = the authors' 200 optimizer steps
         runs = [("base", "base")] + [(m, f"step_{s}") for m in RL_METHODS
-                                     for s in range(4000 - 200 * (n_ckpt - 1), 4001, 200)]
+                                     for s in range(4000 - every * (n_ckpt - 1), 4001, every)]
         for method, ckpt in runs:
             for length in (128, 256, 512):
                 for split in EVAL_SPLITS[task]:
                     expected.add(f"work/paper/eval/{task}/{method}/seed0/{ckpt}/len{length}/{split}.metrics.json")
-    assert len(expected) == (5 * 2 + 1) * (1 + 3 * 20) * 3 == 2013
+    assert len(expected) == (5 * 2 + 1) * (1 + 5 * 20) * 3 == 3333
     assert expected <= declared
     assert {"report_main", "report_curves", "report_fig2", "report_gradcheck", "all"} <= set(counts)
     # the report reads exactly the planned files: HumanEval's test only; curves from the RL runs (kodcode)
@@ -118,26 +125,33 @@ def test_paper_jobs_carry_sbatch_resources_and_launch_commands(paper_dag):
         assert cmd.startswith("export OMP_NUM_THREADS=")
         assert "-m accelerate.commands.launch --config_file" in cmd and "configs/accelerate/ddp.yaml" in cmd
         assert "--num_processes 2 --num_machines 1" in cmd and "-m egspo.cli rl --model GSAI-ML/LLaDA-8B-Instruct" in cmd
-        # the authors' recipe (docs/fidelity.md): 6 prompts x G 8 (d1's baseline: 12), checkpoints every 50
-        # iterations = 200 optimizer steps, NF4 4-bit, their LoRA target list, prompts cut to 200 tokens
-        batch = "--batch-size 12" if "/rl/" in cmd and "/diffu_grpo/" in cmd else "--batch-size 6"
+        # the authors' recipe (docs/fidelity.md): 6 prompts x G 8 (d1's baseline: 12; wd1 8 and SPG 16 prompts x
+        # G 6 at lr 3e-6, their papers' settings), checkpoints every 50 iterations = 200 optimizer steps, NF4 4-bit,
+        # their LoRA target list, prompts cut to 200 tokens
+        method = job["outputs"][0].split("/")[4]
+        settings = method_settings(method)
+        expected_batch = {"diffu_grpo": 12, "wd1": 8, "spg": 16}.get(method, 6)
+        expected_lr = "3e-06" if method in ("wd1", "spg") else "3e-05"
+        assert settings["batch_size"] == expected_batch and str(settings["lr"]) == expected_lr
         for flag in ("--dtype bfloat16", "--trust-remote-code", "--lora-r 128", "--lora-alpha 64",
-                     "--lora-dropout 0.05", batch, "--micro-batch 6", "--gen-length 256", "--fidelity authors",
-                     "--steps 128", "--block-length 32", "--save-every 50", "--style d1", "--lr 3e-05",
+                     "--lora-dropout 0.05", f"--batch-size {expected_batch}", "--micro-batch 6", "--gen-length 256",
+                     "--fidelity authors", "--steps 128", "--block-length 32", "--save-every 50", "--style d1",
+                     f"--lr {expected_lr}",
                      "--load-in-4bit", "--max-prompt-length 200",
                      "--lora-targets q_proj,k_proj,v_proj,o_proj,up_proj,down_proj,gate_proj"):
             assert flag in cmd, (flag, cmd)
         assert "${SLURM_JOB_ID:-0}" in cmd  # defaulted under `set -u`
         subprocess.run(["bash", "-n", "-c", cmd], check=True)
     code = [j for j in rl if "/rl/kodcode/" in j["outputs"][0]]
-    assert len(code) == 3 and all("--task kodcode --train work/paper/data/kodcode/train.jsonl" in j["shell"]
+    assert len(code) == len(RL_METHODS) and all("--task kodcode --train work/paper/data/kodcode/train.jsonl" in j["shell"]
                                   for j in code)
     # one source for the GPU count: the profile sets none, config.yaml's resources.rl.gpu applies; host memory
     # follows it (--mem-per-cpu x cpus_per_gpu x gpu) and equals the config's mem_mb for the rl rule
     rl_res = PAPER["resources"]["rl"]
     for job in rl:
         res = job["resources"]
-        assert int(res["gpu"]) == rl_res["gpu"] and PAPER["rl"]["batch_size"] % rl_res["gpu"] == 0
+        method = job["outputs"][0].split("/")[4]
+        assert int(res["gpu"]) == rl_res["gpu"] and method_settings(method)["batch_size"] % rl_res["gpu"] == 0
         assert int(res["mem_mb_per_cpu"]) * int(res["cpus_per_gpu"]) * int(res["gpu"]) == rl_res["mem_mb"]
     evals = [j for j in paper_dag if j["rule"].startswith("eval")]
     # one job per checkpoint (eval.checkpoints_per_job: 1): eval_part1..20 (+ _test for HumanEval) and eval_start
@@ -173,9 +187,10 @@ def test_multi_node_launch_goes_through_srun(tmp_path):
                   env_extra={"EGSPO_SLURM_TRAIN_GPUS": "1"})
     assert res.returncode == 0, res.output[-3000:]
     rl = [j for j in jobs(res.output) if j["rule"] == "rl"]
-    assert len(rl) == 3
+    assert len(rl) == len(RL_METHODS)
     cmd = rl[0]["shell"]
-    assert rl[0]["resources"]["nodes"] == "2" and rl[0]["resources"]["gpu"] == "1"  # 2 processes divide batch 6
+    # 2 processes divide every method's batch (6, 8, 12, 16)
+    assert rl[0]["resources"]["nodes"] == "2" and rl[0]["resources"]["gpu"] == "1"
     assert "srun --nodes=2 --ntasks-per-node=1" in cmd and "--num_processes 2 --num_machines 2" in cmd
     assert "--machine_rank $SLURM_NODEID" in cmd and "SLURM_JOB_NODELIST:?" in cmd
     subprocess.run(["bash", "-n", "-c", cmd], check=True)
@@ -191,8 +206,9 @@ def test_partial_split_table_matches_the_loaders():
         get_task("humaneval").load("train", "hub")
     with pytest.raises(ValueError, match="no test split"):
         get_task("kodcode").load("test", "hub")
-    text = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    assert 'PARTIAL_SPLITS = {"humaneval": ("test",), "kodcode": ("train", "validation")}' in text
+    from egspo.workflow.plan import PARTIAL_SPLITS
+
+    assert PARTIAL_SPLITS == {"humaneval": ("test",), "kodcode": ("train", "validation")}
 
 
 # ---- the paper code path on CPU -----------------------------------------------------------------------------------
