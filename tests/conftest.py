@@ -1,6 +1,8 @@
-"""Shared test helpers: the one tiny model factory (`tiny_bert`), the one toy task (`ToyTask` / `TOY`, registered as
-task "toy" by the `toy_task` fixture) and the public reference data (`shared_data`)."""
+"""Shared test helpers: the one tiny model factory (`tiny_bert`; `tiny_model`, the same kind of model saved as the
+tiny preset's Hugging Face directory), the one toy task (`ToyTask` / `TOY`, registered as task "toy" by the
+`toy_task` fixture; `train_file`, ten toy rows) and the public reference data (`shared_data`)."""
 
+import json
 import os
 from pathlib import Path
 
@@ -64,6 +66,25 @@ def toy_task(monkeypatch) -> ToyTask:
     monkeypatch.setattr(task_registry, "_REGISTRY", dict(task_registry._REGISTRY))
     task_registry.register_task("toy", TOY)
     return TOY
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """The tiny preset's model and tokenizer (hidden 32, 2 layers) as a Hugging Face directory, built once per test
+    module; a module that needs another size defines its own ``tiny_model``."""
+    from egspo.models.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny", hidden_size=32, num_layers=2, num_heads=2,
+                            intermediate_size=64, max_len=64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory) -> Path:
+    """Ten toy-task rows (prompt ``q{i}:``, target ``a{i}``, value ``i % 3``) as a JSONL train file."""
+    path = tmp_path_factory.mktemp("data") / "train.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"q{i}:", "target": f"a{i}", "value": i % 3}) + "\n"
+                            for i in range(10)))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -23,22 +23,6 @@ def _register_toy(monkeypatch):
     monkeypatch.setitem(task_registry._REGISTRY, "toy", "conftest:TOY")
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from egspo.models.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny", hidden_size=32, num_layers=2, num_heads=2,
-                            intermediate_size=64, max_len=64, seed=0)
-
-
-@pytest.fixture(scope="module")
-def train_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "train.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"q{i}:", "target": f"a{i}", "value": i % 3}) + "\n"
-                            for i in range(10)))
-    return path
-
-
 def _metrics(tiny_model, train_file, out, **overrides) -> dict:
     settings = dict(model=str(tiny_model), task="toy", train=str(train_file), out=str(out), seed=3,
                     num_generations=4, batch_size=2, max_steps=1, save_every=1, gen_length=8, steps=4,

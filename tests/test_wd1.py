@@ -136,7 +136,7 @@ def test_pieces_add_up_to_the_loss():
 
 # ---- `egspo rl --algorithm wd1` in the loop (fixtures of tests/test_trainer.py) ------------------------------------
 
-from test_trainer import _register_tasks, make_config, params_of, read_metrics, tiny_model, train_file  # noqa: E402,F401
+from test_trainer import _register_tasks, make_config, params_of, read_metrics  # noqa: E402,F401
 
 
 def _grads_per_step(monkeypatch, cfg):
