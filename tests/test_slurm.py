@@ -12,6 +12,7 @@ the tests fail with the reason; only a missing root / apt-get skips them.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -23,6 +24,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from egspo.verify.reproducibility import is_time_field
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slurm_cluster  # noqa: E402
@@ -151,7 +154,6 @@ def test_profile_runs_every_job_through_sbatch_with_gpu_gres(cluster, tmp_path):
 RL_ARGS = ["--task", "sudoku", "--seed", "0", "--algorithm", "egspo", "--style", "tiny", "--max-steps", "6",
            "--save-every", "1", "--num-generations", "4", "--batch-size", "2", "--gen-length", "64", "--steps", "32",
            "--block-length", "32", "--k", "2"]
-VOLATILE = ("time_rollout_s", "time_update_s")  # wall-clock fields of a metrics row
 
 
 def _egspo(*args: str, cwd: Path, timeout: float = 300) -> None:
@@ -228,7 +230,7 @@ def test_requeued_rl_job_resumes_from_its_checkpoint(cluster, tmp_path):
     assert (first.stat().st_ino, first.stat().st_mtime_ns) == first_stat
     metrics = _metrics(out / "metrics.jsonl")
     assert [r["step"] for r in metrics] == list(range(1, 7)), "each step exactly once"
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in VOLATILE} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if not is_time_field(k)} for r in rows]  # noqa: E731
     assert strip(metrics) == strip(reference), "the resumed run differs from the uninterrupted one"
     print(f"\nrequeued after checkpoint {at_requeue[-1][0]}; restarted job saw {seen}")
 
@@ -238,20 +240,26 @@ def test_requeued_rl_job_resumes_from_its_checkpoint(cluster, tmp_path):
 MICRO_CONFIG = REPO / "tests" / "micro_config.yaml"  # the pipeline end-to-end test's micro config
 
 
-WALL_CLOCK = re.compile(r"(_s|_seconds)$")  # timing fields (e.g. generation_s): the only expected difference
+# the compute table's wall-clock columns (seconds, their intervals and ratios): with the metrics' timing fields
+# (egspo.verify.reproducibility.is_time_field), the only expected difference between two runs
+COMPUTE_TIME_COLUMN = re.compile(r"(^time_|_s$|_s_ci_)")
 
 
 def _outputs(workdir: Path) -> dict[str, object]:
-    """Evaluation metrics (parsed, without wall-clock fields), generations and result tables of a run (bytes),
-    by path relative to the run directory."""
+    """Evaluation metrics (parsed, without wall-clock fields), generations and result tables of a run (bytes; the
+    compute table as its model-forward columns, its Markdown form, which shows the seconds, left out), by path
+    relative to the run directory."""
     found: dict[str, object] = {}
     for pattern in ("work/eval/**/*.json", "work/eval/**/*.jsonl", "results/tables/**/*.csv",
                     "results/tables/**/*.md"):
         for path in workdir.glob(pattern):
             key = str(path.relative_to(workdir))
             if path.suffix == ".json":
-                found[key] = {k: v for k, v in json.loads(path.read_text()).items() if not WALL_CLOCK.search(k)}
-            else:
+                found[key] = {k: v for k, v in json.loads(path.read_text()).items() if not is_time_field(k)}
+            elif path.name.startswith("compute") and path.suffix == ".csv":
+                rows = list(csv.DictReader(path.read_text().splitlines()))
+                found[key] = [{k: v for k, v in r.items() if not COMPUTE_TIME_COLUMN.search(k)} for r in rows]
+            elif not (path.name.startswith("compute") and path.suffix == ".md"):
                 found[key] = path.read_bytes()
     return found
 
