@@ -231,6 +231,32 @@ def test_grad_accum_does_not_change_the_gradients(tiny_model, train_file, tmp_pa
                 torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-7)
 
 
+def grads_per_step(monkeypatch, cfg: RLConfig) -> list[list[torch.Tensor]]:
+    """The gradients of every optimizer step of one run of ``cfg`` (for the baselines' accumulation tests)."""
+    recorded = []
+    original = RLTrainer.optimizer_step
+
+    def record(self):
+        recorded.append([p.grad.detach().clone() for p in self.params])
+        return original(self)
+
+    monkeypatch.setattr(RLTrainer, "optimizer_step", record)
+    RLTrainer(cfg).train()
+    monkeypatch.setattr(RLTrainer, "optimizer_step", original)
+    return recorded
+
+
+def straight_and_resumed(tiny_model, train_file, tmp_path, **common) -> tuple[dict, dict, list[dict]]:
+    """The step_2 weights of a 2-iteration run and of the same run stopped after 1 and resumed, and the resumed
+    run's metrics rows (for the baselines' resume tests)."""
+    RLTrainer(make_config(tiny_model, train_file, tmp_path / "straight", max_steps=2, **common)).train()
+    RLTrainer(make_config(tiny_model, train_file, tmp_path / "split", max_steps=1, **common)).train()
+    RLTrainer(make_config(tiny_model, train_file, tmp_path / "split", max_steps=2, **common)).train()
+    a = load_file(tmp_path / "straight" / "checkpoints" / "step_2" / "model.safetensors")
+    b = load_file(tmp_path / "split" / "checkpoints" / "step_2" / "model.safetensors")
+    return a, b, read_metrics(tmp_path / "split")
+
+
 # ---- update strategies -----------------------------------------------------------------------------------------------
 
 

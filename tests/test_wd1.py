@@ -136,23 +136,9 @@ def test_pieces_add_up_to_the_loss():
 
 # ---- `egspo rl --algorithm wd1` in the loop (fixtures of tests/test_trainer.py) ------------------------------------
 
-from test_trainer import _register_tasks, make_config, params_of, read_metrics  # noqa: E402,F401
-
-
-def _grads_per_step(monkeypatch, cfg):
-    from egspo.rl.trainer import RLTrainer
-
-    recorded = []
-    original = RLTrainer.optimizer_step
-
-    def record(self):
-        recorded.append([p.grad.detach().clone() for p in self.params])
-        return original(self)
-
-    monkeypatch.setattr(RLTrainer, "optimizer_step", record)
-    RLTrainer(cfg).train()
-    monkeypatch.setattr(RLTrainer, "optimizer_step", original)
-    return recorded
+from test_trainer import (  # noqa: E402,F401
+    _register_tasks, grads_per_step, make_config, params_of, straight_and_resumed,
+)
 
 
 def test_rl_wd1_runs_the_tested_loss_and_accumulates_exactly(tiny_model, train_file, tmp_path, monkeypatch):
@@ -170,9 +156,9 @@ def test_rl_wd1_runs_the_tested_loss_and_accumulates_exactly(tiny_model, train_f
     assert calls == [4, 4, 4, 4]  # mu = 2 optimizer steps x 2 pieces of 4 rows
     assert all(torch.equal(v, before[k]) for k, v in params_of(trainer).items())
     monkeypatch.setattr(wd1, "piece_loss", real)
-    plain = _grads_per_step(monkeypatch, make_config(tiny_model, train_file, tmp_path / "a", algorithm="wd1",
+    plain = grads_per_step(monkeypatch, make_config(tiny_model, train_file, tmp_path / "a", algorithm="wd1",
                                                      beta=0.0))
-    accum = _grads_per_step(monkeypatch, make_config(tiny_model, train_file, tmp_path / "b", algorithm="wd1",
+    accum = grads_per_step(monkeypatch, make_config(tiny_model, train_file, tmp_path / "b", algorithm="wd1",
                                                      beta=0.0, grad_accum=4))
     assert len(plain) == len(accum) == 2
     for g_plain, g_accum in zip(plain, accum, strict=True):
@@ -182,16 +168,6 @@ def test_rl_wd1_runs_the_tested_loss_and_accumulates_exactly(tiny_model, train_f
 
 
 def test_rl_wd1_resume_reproduces_an_uninterrupted_run(tiny_model, train_file, tmp_path):
-    from safetensors.torch import load_file
-
-    from egspo.rl.trainer import RLTrainer
-
-    common = dict(algorithm="wd1", beta=0.0, save_every=1)
-    RLTrainer(make_config(tiny_model, train_file, tmp_path / "straight", max_steps=2, **common)).train()
-    RLTrainer(make_config(tiny_model, train_file, tmp_path / "split", max_steps=1, **common)).train()
-    RLTrainer(make_config(tiny_model, train_file, tmp_path / "split", max_steps=2, **common)).train()
-    a = load_file(tmp_path / "straight" / "checkpoints" / "step_2" / "model.safetensors")
-    b = load_file(tmp_path / "split" / "checkpoints" / "step_2" / "model.safetensors")
+    a, b, rows = straight_and_resumed(tiny_model, train_file, tmp_path, algorithm="wd1", beta=0.0, save_every=1)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    rows = read_metrics(tmp_path / "split")
     assert [r["step"] for r in rows] == [1, 2] and all(r["clip_frac"] is None for r in rows)
