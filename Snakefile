@@ -54,3 +54,4 @@ rule all:
     input:
         DEFAULT_RESULTS,
         DEFAULT_WORK,
+        EVIDENCE if C.get("evidence_in_all") else [],

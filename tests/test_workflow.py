@@ -59,6 +59,18 @@ def expected_default_counts() -> Counter:
         suffix = f"_{task}" if {"max_steps", "save_every"} & set(own) else ""  # its own save schedule
         counts[f"eval_start{suffix}"] += seeds if sft_seed is None else 1
         counts[f"eval{suffix}"] += seeds * len(rl_methods)
+    if tiny.get("evidence_in_all"):
+        # every ablation and sweep too: their methods outside `compare` run on their tasks and are evaluated in rule
+        # eval_variants (final checkpoint at eval.variants' lengths); one table per ablation / sweep
+        evidence = [(spec.get("tasks", tasks), spec["methods"])
+                    for spec in [*tiny["ablations"].values(), *tiny.get("sweeps", {}).values()]]
+        variants = {(t, m) for run_tasks, methods in evidence for t in run_tasks for m in methods
+                    if m not in tiny["compare"]}
+        assert tiny["eval"]["variants"]["last_checkpoints"] == 1
+        counts["rl"] += seeds * len(variants)
+        counts["eval_variants"] += seeds * len(variants)
+        counts.update({"report_ablation": len(tiny["ablations"]), "report_ablation_compute": len(tiny["ablations"]),
+                       "report_sweep": len(tiny.get("sweeps", {}))})
     return counts
 
 
@@ -162,7 +174,7 @@ def test_task_settings_change_one_task_for_every_method(tmp_path):
     assert "--max-steps 90 --save-every 45 " in rl["countdown", "egspo_sa"]
     assert "--max-steps 60 --save-every 60 " in rl["countdown", "egspo"]  # the method's own entry wins
     assert "--max-steps 60 --save-every 30 " in rl["sudoku", "egspo_sa"]
-    report = next(line for line in out.splitlines() if "egspo report accuracy" in line)
+    report = next(line for line in out.splitlines() if "egspo report accuracy" in line and "/tables/main " in line)
     for entry in ("sudoku:egspo_sa=step_30,step_60", "countdown:egspo_sa=step_45,step_90", "countdown:egspo=step_60",
                   "sudoku:egspo=step_60", "countdown:sft=sft"):
         assert entry in report.split(), entry
@@ -212,7 +224,9 @@ def test_ablation_target_and_paper_preset_parse(tmp_path):
                     "methods={egspo_sa_all: {k: 16, max_steps: 80}}")
     assert res.returncode == 0, res.output[-3000:]
     counts = job_counts(res.output)
-    assert counts["eval_egspo_sa_all"] == 1 and counts["eval"] == 3 and counts["eval_start"] == 1
+    # egspo_sa (compared) in rule eval; uniform and random, ablation variants, in eval_variants
+    assert counts["eval_egspo_sa_all"] == 1 and counts["eval_variants"] == 2 and counts["eval"] == 1
+    assert counts["eval_start"] == 1
 
 
 def test_literal_slurm_profile_command_resolves(tmp_path):

@@ -101,8 +101,8 @@ def test_eval_rules_group_by_schedule_and_split_into_parts():
              methods={**RAW["presets"]["tiny"]["methods"], "egspo": {"algorithm": "egspo", "max_steps": 40,
                                                                      "save_every": 40}})
     rules = {r.name: r for r in eval_rules(p)}
-    assert set(rules) == {"eval_start", "eval", "eval_egspo", "eval_start_countdown", "eval_countdown",
-                          "eval_egspo_countdown"}
+    assert set(rules) == {"eval_start", "eval", "eval_egspo", "eval_variants", "eval_start_countdown",
+                          "eval_countdown", "eval_egspo_countdown", "eval_variants_countdown"}
     assert rules["eval"].ckpts == ("step_20", "step_40", "step_60") and "egspo" not in rules["eval"].methods
     assert rules["eval_countdown"].tasks == ("countdown",) and rules["eval_countdown"].ckpts == ("step_45", "step_90")
     n_files = 2 * 3 * len(p.C["eval"]["gen_lengths"]) * len(p.C["eval"]["splits"])
@@ -116,11 +116,42 @@ def test_eval_rules_group_by_schedule_and_split_into_parts():
     assert {"eval_start", "eval_start_test", "eval", "eval_test"} <= code
 
 
+def test_variants_are_evaluated_at_their_final_checkpoint_and_lengths_only():
+    """eval.variants: a method outside `compare` is evaluated at its last checkpoint at the variant lengths, in rule
+    eval_variants (or its own rule on another schedule); ablation / sweep grids hold every method there."""
+    p = plan(tasks=["sudoku"], compare=["sft", "egspo_sa"], eval={"variants": {"gen_lengths": [32], "last_checkpoints": 1}},
+             methods={**RAW["presets"]["tiny"]["methods"], "egspo_sa_k1": {"algorithm": "egspo", "k": 1,
+                                                                           "max_steps": 30, "save_every": 10}})
+    assert p.is_variant("egspo_sa_uniform") and not p.is_variant("egspo_sa") and not p.is_variant("sft")
+    assert p.checkpoints("egspo_sa", "sudoku") == ["step_20", "step_40", "step_60"]
+    assert p.checkpoints("egspo_sa_uniform", "sudoku") == ["step_60"]
+    assert p.checkpoints("egspo_sa_k1", "sudoku") == ["step_30"]
+    assert p.eval_lengths("egspo_sa_uniform") == [32] and p.eval_lengths("egspo_sa") == [24, 32, 48]
+    assert p.eval_metrics(["egspo_sa_uniform"], seeds=[0]) == [
+        f"work/eval/sudoku/egspo_sa_uniform/seed0/step_60/len32/{split}.metrics.json"
+        for split in ("validation", "test")]
+    rules = {r.name: r for r in eval_rules(p)}
+    assert "egspo_sa_uniform" in rules["eval_variants"].methods and "egspo_sa" in rules["eval"].methods
+    assert rules["eval_variants"].ckpts == ("step_60",) and rules["eval_variants"].lengths == (32,)
+    assert rules["eval_egspo_sa_k1"].ckpts == ("step_30",) and rules["eval_egspo_sa_k1"].lengths == (32,)
+    assert len(eval_outputs(p, rules["eval_variants"])) == 1 * 1 * 2 * 2
+    grid = shlex.split(accuracy_flags(p, ["sft", "egspo_sa", "egspo_sa_uniform"], ["sudoku"], evidence=True))
+    assert grid[grid.index("--lengths") + 1:grid.index("--splits")] == ["32"]
+    checkpoints = grid[grid.index("--checkpoints") + 1:grid.index("--shared-seed")]
+    assert checkpoints == ["sudoku:sft=sft", "sudoku:egspo_sa=step_60", "sudoku:egspo_sa_uniform=step_60"]
+    # the main grid is untouched
+    main = shlex.split(accuracy_flags(p, ["sft", "egspo_sa"], ["sudoku"]))
+    assert main[main.index("--lengths") + 1:main.index("--splits")] == ["24", "32", "48"]
+    assert "sudoku:egspo_sa=step_20,step_40,step_60" in main
+    with pytest.raises(ConfigError, match="eval.variants.gen_lengths' entry 20"):
+        check_config(plan(eval={"variants": {"gen_lengths": [20]}}))
+
+
 def test_profile_eval_resources_reach_every_generated_rule():
     rules = eval_rules(plan(tasks=["sudoku"], eval={"checkpoints_per_job": 2}))
     merged = inherited_set_resources({"eval": {"runtime": 9}, "eval_part2": {"runtime": 1}, "rl": {"gpu": 4}}, rules)
     assert merged == {"eval": {"runtime": 9}, "eval_part2": {"runtime": 1}, "rl": {"gpu": 4},
-                      "eval_start": {"runtime": 9}, "eval_part1": {"runtime": 9}}
+                      "eval_start": {"runtime": 9}, "eval_part1": {"runtime": 9}, "eval_variants": {"runtime": 9}}
     assert inherited_set_resources({"rl": {"gpu": 4}}, rules) == {"rl": {"gpu": 4}}
 
 

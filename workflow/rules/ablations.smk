@@ -1,4 +1,5 @@
-# Ablations and sweeps, their own targets (not in `rule all`: see benchmarks/pipeline_profile.md for the time):
+# Ablations and sweeps: part of `rule all` where config key `evidence_in_all` is true (the tiny preset), else only
+# their own targets (the paper preset: GPU hours, docs/cluster.md):
 #   snakemake --cores all --profile profiles/local ablate_reward      # one-step greedy vs rollout M=4 vs none
 #   snakemake --cores all --profile profiles/local ablate_selection   # entropy vs uniform vs random vs all steps
 #   snakemake --cores all --profile profiles/local ablate_fidelity    # principled vs the authors' code exactly
@@ -25,7 +26,8 @@ rule report_ablation:
         png=shown(f"{R}/figures/ablation_{{ablation}}.png", "ablation", "Ablations"),
         pdf=f"{R}/figures/ablation_{{ablation}}.pdf",
     params:
-        grid=lambda wc: accuracy_flags(PLAN, PLAN.ablation_methods(wc.ablation), ablation_tasks(wc.ablation)),
+        grid=lambda wc: accuracy_flags(PLAN, PLAN.ablation_methods(wc.ablation), ablation_tasks(wc.ablation),
+                                       evidence=True),
     log:
         f"{LOGS}/report/ablation_{{ablation}}.log",
     wildcard_constraints:
@@ -119,7 +121,7 @@ rule report_sweep:
         png=shown(f"{R}/figures/sweep_{{sweep}}.png", "sweep", "Sweeps"),
         pdf=f"{R}/figures/sweep_{{sweep}}.pdf",
     params:
-        grid=lambda wc: accuracy_flags(PLAN, SWEEPS[wc.sweep]["methods"], sweep_tasks(wc.sweep)),
+        grid=lambda wc: accuracy_flags(PLAN, SWEEPS[wc.sweep]["methods"], sweep_tasks(wc.sweep), evidence=True),
         points=lambda wc: sweep_points(wc.sweep),
         name=lambda wc: SWEEPS[wc.sweep]["parameter"],
     log:
@@ -145,14 +147,18 @@ rule sweep_lambda:
         lambda wc: configured("sweeps", "lambda") and sweep_outputs("lambda"),
 
 
+# Every ablation and sweep of the configuration (tables, figures and, per ablation, its compute table), with the
+# evaluations they read (so a fresh clone, results/ committed, reruns them).
+EVIDENCE = ([f for name in C["ablations"] for f in PATHS.results_files(f"tables/ablation_{name}", ["csv", "md"])
+             + PATHS.results_files(f"figures/ablation_{name}", ["png", "pdf"])
+             + PATHS.results_files(f"tables/ablation_{name}_compute", ["csv", "md"])
+             + PLAN.eval_metrics(PLAN.ablation_methods(name), tasks=ablation_tasks(name))]
+            + [f for name in SWEEPS for f in sweep_outputs(name)])
+
+
 rule paper_evidence:
-    """Every ablation and sweep of the configuration (tables, figures and, per ablation, its compute table)."""
     input:
-        [f for name in C["ablations"] for f in PATHS.results_files(f"tables/ablation_{name}", ["csv", "md"])
-         + PATHS.results_files(f"figures/ablation_{name}", ["png", "pdf"])
-         + PATHS.results_files(f"tables/ablation_{name}_compute", ["csv", "md"])
-         + PLAN.eval_metrics(PLAN.ablation_methods(name), tasks=ablation_tasks(name))]
-        + [f for name in SWEEPS for f in sweep_outputs(name)],
+        EVIDENCE,
 
 
 rule report_ablation_compute:

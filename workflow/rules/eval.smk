@@ -1,6 +1,7 @@
 # Stage 4: greedy evaluation, one job per (task, method, seed) covering all its checkpoints x generation lengths x
 # splits (one `egspo eval` process: each model loaded once); the model before RL is method `sft` (or `base` without
-# SFT) with its single checkpoint. The rules are generated from egspo.workflow.rules.eval_rules (why there are
+# SFT) with its single checkpoint; the ablation / sweep variants (methods outside `compare`) are evaluated as
+# config key `eval.variants` says (the tiny preset: their final checkpoint at the training length). The rules are generated from egspo.workflow.rules.eval_rules (why there are
 # several: see that module); every output file is declared, so the report rules' inputs stay exact. Also the
 # trajectories behind Figure 2 and the exact gradient check.
 
@@ -26,8 +27,11 @@ def eval_model_flags(wc, ckpts):
     return " ".join(f"--model {shlex.quote(f'{name}={path}')}" for name, path in pairs)
 
 
-EVAL_LENGTHS = " ".join(str(n) for n in C["eval"]["gen_lengths"])
-EVAL_STEPS = " ".join(str(PLAN.eval_steps(n)) for n in C["eval"]["gen_lengths"])
+def length_flags(lengths):
+    """`--gen-length L... --steps T...` of one evaluation rule (T = L * eval.steps_per_token)."""
+    return (" --gen-length " + " ".join(str(n) for n in lengths)
+            + " --steps " + " ".join(str(PLAN.eval_steps(n)) for n in lengths))
+
 
 for _eval in EVAL_RULES:
 
@@ -54,8 +58,8 @@ for _eval in EVAL_RULES:
             **PLAN.resources("eval"),
         shell:
             "export OMP_NUM_THREADS={threads}; {EGSPO} eval --task {wildcards.task} {params.models} "
-            + " ".join(f"--data {split}={{input.{split}}}" for split in _eval.splits) + " --gen-length " + EVAL_LENGTHS
-            + " --steps " + EVAL_STEPS + " --block-length {params.block_length} --batch-size {params.batch_size} "
+            + " ".join(f"--data {split}={{input.{split}}}" for split in _eval.splits) + length_flags(_eval.lengths)
+            + " --block-length {params.block_length} --batch-size {params.batch_size} "
             "--style {STYLE} " + model_load_flags(C["model"]) + " --out-dir {params.out_dir} "
             "--tag method={wildcards.method} --tag seed={wildcards.seed} > {log} 2>&1"
 

@@ -70,9 +70,11 @@ def check_config(plan: Plan) -> None:
         if per_task:
             raise ConfigError(f"config key 'task_settings.{per_task[0]}.sft': with 'sft.data' set every task "
                               f"shares one warm start, so SFT settings cannot differ per task")
-    for length in C["eval"]["gen_lengths"]:
-        check_block_schedule(f"config key 'eval.gen_lengths' entry {length}", length, plan.eval_steps(length),
-                             C["eval"]["block_length"])
+    for key, lengths in (("eval.gen_lengths", C["eval"]["gen_lengths"]),
+                         ("eval.variants.gen_lengths", (C["eval"].get("variants") or {}).get("gen_lengths", []))):
+        for length in lengths:
+            check_block_schedule(f"config key '{key}' entry {length}", length, plan.eval_steps(length),
+                                 C["eval"]["block_length"])
     check_references(plan)
     if C["data"].get("authors_test_draw") and C["data"].get("n_test") is not None:
         raise ConfigError("config key 'data.authors_test_draw': 'data.n_test' also chooses the test rows; set one")

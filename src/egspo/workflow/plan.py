@@ -135,11 +135,28 @@ class Plan:
         """Checkpoint names RL settings `settings` save, the last `eval.last_checkpoints` of them when set."""
         return saved_checkpoints(settings["max_steps"], settings["save_every"], self.C["eval"]["last_checkpoints"])
 
+    def is_variant(self, method: str) -> bool:
+        """Whether `method` is an ablation / sweep variant evaluated the lighter way of config key 'eval.variants':
+        an RL method outside `compare`, when that key is set."""
+        return bool(self.C["eval"].get("variants")) and method != self.start and method not in self.C["compare"]
+
+    def eval_lengths(self, method: str) -> list[int]:
+        """Generation lengths `method` is evaluated at: 'eval.variants.gen_lengths' for a variant, else
+        'eval.gen_lengths'."""
+        if self.is_variant(method):
+            return list(self.C["eval"]["variants"].get("gen_lengths", self.C["eval"]["gen_lengths"]))
+        return list(self.C["eval"]["gen_lengths"])
+
     def checkpoints(self, method: str, task: str) -> list[str]:
-        """Checkpoint names evaluated for a method on a task: the start model has one, an RL run one per save."""
+        """Checkpoint names evaluated for a method on a task: the start model has one, an RL run one per save (a
+        variant only its last 'eval.variants.last_checkpoints')."""
         if method == self.start:
             return [self.start]
-        return self.schedule_checkpoints(self.method_settings(method, task))
+        settings = self.method_settings(method, task)
+        if self.is_variant(method) and self.C["eval"]["variants"].get("last_checkpoints"):
+            return saved_checkpoints(settings["max_steps"], settings["save_every"],
+                                     self.C["eval"]["variants"]["last_checkpoints"])
+        return self.schedule_checkpoints(settings)
 
     def eval_metrics(self, methods, tasks=None, seeds=None, splits=None) -> list[str]:
         """Every evaluation metrics file of the grid: tasks x methods x seeds x checkpoints x lengths x splits."""
@@ -149,7 +166,7 @@ class Plan:
                 shared = self.start_eval_seed(task) if method == self.start else None
                 for seed in [shared] if shared is not None else seeds or self.seeds:
                     for ckpt in self.checkpoints(method, task):
-                        for length in self.C["eval"]["gen_lengths"]:
+                        for length in self.eval_lengths(method):
                             for split in splits or self.eval_splits(task):
                                 stem = self.paths.eval_stem(task, method, seed, ckpt, length, split)
                                 out.append(stem + ".metrics.json")

@@ -9,18 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from egspo.workflow.plan import Plan
+from egspo.workflow.schedule import saved_checkpoints
 
 
 @dataclass(frozen=True)
 class EvalRule:
     """One generated evaluation rule: its jobs are (task, method, seed) of `tasks` x `methods`, each evaluating
-    checkpoints `ckpts` at every configured length on `splits`."""
+    checkpoints `ckpts` at generation lengths `lengths` on `splits`."""
 
     name: str
     methods: tuple[str, ...]
     tasks: tuple[str, ...]
     ckpts: tuple[str, ...]
     splits: tuple[str, ...]
+    lengths: tuple[int, ...]
     log_suffix: str  # "" when a job covers all its method's checkpoints, else which ones ("_step_20-step_40")
 
 
@@ -34,19 +36,31 @@ def checkpoint_parts(plan: Plan, name: str, ckpts: list[str]) -> list[tuple[str,
     return [(f"{name}_part{i + 1}", part) for i, part in enumerate(parts)]
 
 
-def method_groups(plan: Plan, task: str) -> list[tuple[str, list[str], list[str]]]:
-    """[(rule name, methods, checkpoint names)] on `task`, covering the model before RL and every key of 'methods':
-    the methods saving on the task's shared schedule share rule `eval`."""
+def method_groups(plan: Plan, task: str) -> list[tuple[str, list[str], list[str], list[int]]]:
+    """[(rule name, methods, checkpoint names, lengths)] on `task`, covering the model before RL and every key of
+    'methods': the methods saving on the task's shared schedule share rule `eval`, the ablation / sweep variants of
+    'eval.variants' on it rule `eval_variants`; any other method gets `eval_<method>`."""
     base = plan.task_rl(task)
-    shared = plan.schedule_checkpoints(base) if "max_steps" in base and "save_every" in base else None
-    groups = [("eval_start", [plan.start], [plan.start])]
-    on_shared = [m for m in plan.C["methods"] if plan.checkpoints(m, task) == shared]
-    if on_shared:
-        groups += [(name, on_shared, part) for name, part in checkpoint_parts(plan, "eval", shared)]
+    on_schedule = "max_steps" in base and "save_every" in base
+    full = list(plan.C["eval"]["gen_lengths"])
+    groups = [("eval_start", [plan.start], [plan.start], full)]
+    grouped: list[str] = []
+    if on_schedule:
+        variants = plan.C["eval"].get("variants") or {}
+        shared = {False: (plan.schedule_checkpoints(base), full),
+                  True: (saved_checkpoints(base["max_steps"], base["save_every"], variants.get("last_checkpoints")),
+                         list(variants.get("gen_lengths", full)))}
+        for name, variant in (("eval", False), ("eval_variants", True)):
+            ckpts, lengths = shared[variant]
+            members = [m for m in plan.C["methods"] if plan.is_variant(m) == variant
+                       and plan.checkpoints(m, task) == ckpts and plan.eval_lengths(m) == lengths]
+            if members:
+                groups += [(rule, members, part, lengths) for rule, part in checkpoint_parts(plan, name, ckpts)]
+                grouped += members
     for m in plan.C["methods"]:
-        if m not in on_shared:
+        if m not in grouped:
             parts = checkpoint_parts(plan, f"eval_{m}", plan.checkpoints(m, task))
-            groups += [(name, [m], part) for name, part in parts]
+            groups += [(name, [m], part, plan.eval_lengths(m)) for name, part in parts]
     return groups
 
 
@@ -68,18 +82,19 @@ def eval_rules(plan: Plan) -> list[EvalRule]:
         suffix = "" if list(splits) == list(plan.C["eval"]["splits"]) else "_" + "_".join(splits)
         if all(own_schedule(plan, t) for t in tasks):
             suffix += "_" + "_".join(tasks)
-        for name, methods, ckpts in method_groups(plan, tasks[0]):
+        for name, methods, ckpts, lengths in method_groups(plan, tasks[0]):
             every = plan.checkpoints(methods[0], tasks[0])
             log_suffix = ("" if len(ckpts) == len(every)
                           else f"_{ckpts[0]}" if len(ckpts) == 1 else f"_{ckpts[0]}-{ckpts[-1]}")
-            rules.append(EvalRule(name + suffix, tuple(methods), tuple(tasks), tuple(ckpts), splits, log_suffix))
+            rules.append(EvalRule(name + suffix, tuple(methods), tuple(tasks), tuple(ckpts), splits,
+                                  tuple(lengths), log_suffix))
     return rules
 
 
 def eval_outputs(plan: Plan, rule: EvalRule, method: str = "{method}") -> list[str]:
     """Every generations / metrics file of one job of `rule`, `{task}` and `{seed}` left as wildcards."""
     return [plan.paths.eval_stem("{task}", method, "{seed}", ckpt, length, split) + ext
-            for ckpt in rule.ckpts for length in plan.C["eval"]["gen_lengths"] for split in rule.splits
+            for ckpt in rule.ckpts for length in rule.lengths for split in rule.splits
             for ext in (".jsonl", ".metrics.json")]
 
 

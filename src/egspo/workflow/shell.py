@@ -155,18 +155,24 @@ def sft_args(plan: Plan, run: str, seed: int | str) -> str:
             f"--style {plan.C['style']} {setting_flags(options, SFTConfig)} {model_flags(plan.C['model'], 'sft')}")
 
 
-def accuracy_flags(plan: Plan, methods: list[str], tasks: list[str] | None = None) -> str:
+def accuracy_flags(plan: Plan, methods: list[str], tasks: list[str] | None = None, evidence: bool = False) -> str:
     """The evaluation grid of `methods` for `egspo report accuracy` (files are found from it): the configured
     splits, `--task-splits` for a task that has fewer (HumanEval: test only) and `--shared-seed` for a model before
-    RL evaluated once for every RL seed."""
+    RL evaluated once for every RL seed. `evidence` (an ablation or sweep, when config key 'eval.variants' is set):
+    the variants' lengths, and every method at the checkpoints a variant is evaluated at (its final ones), so all
+    compared methods have trained for the same iterations."""
     C, start = plan.C, plan.start
     tasks = tasks or plan.tasks
-    ckpts = " ".join(f"{t}:{m}={','.join(plan.checkpoints(m, t))}" for t in tasks for m in methods)
+    variants = C["eval"].get("variants") if evidence else None
+    lengths = variants.get("gen_lengths", C["eval"]["gen_lengths"]) if variants else C["eval"]["gen_lengths"]
+    last = (variants or {}).get("last_checkpoints")
+    ckpts = " ".join(f"{t}:{m}={','.join(plan.checkpoints(m, t)[-last:] if last else plan.checkpoints(m, t))}"
+                     for t in tasks for m in methods)
     fewer = [f"{t}={','.join(plan.eval_splits(t))}" for t in tasks if plan.eval_splits(t) != list(C["eval"]["splits"])]
     shared = [f"{t}:{start}={plan.start_eval_seed(t)}" for t in tasks
               if start in methods and plan.start_eval_seed(t) is not None]
     return (f"--eval-dir {plan.paths.eval_root} --tasks {' '.join(tasks)} --methods {' '.join(methods)} "
-            f"--seeds {' '.join(map(str, plan.seeds))} --lengths {' '.join(map(str, C['eval']['gen_lengths']))} "
+            f"--seeds {' '.join(map(str, plan.seeds))} --lengths {' '.join(map(str, lengths))} "
             f"--splits {' '.join(C['eval']['splits'])} --checkpoints {ckpts}"
             + (f" --task-splits {' '.join(fewer)}" if fewer else "")
             + (f" --shared-seed {' '.join(shared)}" if shared else ""))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 # keys that say where to write (never part of a variant's identity) or which preset to start from
 PLACEMENT_KEYS = ("preset", "work_dir", "results_dir")
 # keys that only select which part of the grid runs and is reported
-SELECTION_KEYS = ("tasks", "seeds", "compare")
+SELECTION_KEYS = ("tasks", "seeds", "compare", "evidence_in_all")
 
 
 @dataclass(frozen=True)
