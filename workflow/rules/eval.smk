@@ -29,8 +29,8 @@ def eval_model_flags(wc, ckpts):
 
 def length_flags(lengths):
     """`--gen-length L... --steps T...` of one evaluation rule (T = L * eval.steps_per_token)."""
-    return (" --gen-length " + " ".join(str(n) for n in lengths)
-            + " --steps " + " ".join(str(PLAN.eval_steps(n)) for n in lengths))
+    return (f"--gen-length {' '.join(str(n) for n in lengths)} "
+            f"--steps {' '.join(str(PLAN.eval_steps(n)) for n in lengths)}")
 
 
 for _eval in EVAL_RULES:
@@ -48,6 +48,10 @@ for _eval in EVAL_RULES:
             task="|".join(re.escape(t) for t in _eval.tasks),
         params:
             models=lambda wc, ckpts=_eval.ckpts: eval_model_flags(wc, ckpts),
+            # Everything that differs between the generated rules is a param bound here: Snakemake evaluates a
+            # `shell:` expression again when the job runs, in module scope, where `_eval` is the loop's last rule.
+            data=lambda wc, input, splits=_eval.splits: " ".join(f"--data {s}={input[s]}" for s in splits),
+            lengths=length_flags(_eval.lengths),
             out_dir=lambda wc: PATHS.eval_dir(wc.task, wc.method, wc.seed),
             block_length=C["eval"]["block_length"],
             batch_size=C["eval"]["batch_size"],
@@ -57,9 +61,8 @@ for _eval in EVAL_RULES:
         resources:
             **PLAN.resources("eval"),
         shell:
-            "export OMP_NUM_THREADS={threads}; {EGSPO} eval --task {wildcards.task} {params.models} "
-            + " ".join(f"--data {split}={{input.{split}}}" for split in _eval.splits) + length_flags(_eval.lengths)
-            + " --block-length {params.block_length} --batch-size {params.batch_size} "
+            "export OMP_NUM_THREADS={threads}; {EGSPO} eval --task {wildcards.task} {params.models} {params.data} "
+            "{params.lengths} --block-length {params.block_length} --batch-size {params.batch_size} "
             "--style {STYLE} " + model_load_flags(C["model"]) + " --out-dir {params.out_dir} "
             "--tag method={wildcards.method} --tag seed={wildcards.seed} > {log} 2>&1"
 
