@@ -13,7 +13,8 @@ def shown(path, caption, category):
 
 
 MAIN_TABLES = (PATHS.results_files("tables/main", ["csv", "md"]) + PATHS.results_files("tables/gains", ["csv", "md"])
-               + PATHS.results_files("tables/pairs", ["csv", "md"]) + [f"{R}/tables/per_seed.csv"])
+               + PATHS.results_files("tables/pairs", ["csv", "md"]) + [f"{R}/tables/per_seed.csv"]
+               + [f"{R}/environment.json"])
 # method-vs-method pairs (a - b) of config key `pairs` whose two methods are both compared in this run
 PAIRS = [f"{a}-{b}" for a, b in C.get("pairs", []) if a in C["compare"] and b in C["compare"]]
 FIG1 = PATHS.results_files("figures/fig1_overview", ["png", "pdf"])
@@ -46,6 +47,8 @@ rule report_main:
         per_seed=shown(f"{R}/tables/per_seed.csv", "per_seed", "Tables"),
         fig_png=shown(f"{R}/figures/fig1_overview.png", "fig1_overview", "Figures"),
         fig_pdf=f"{R}/figures/fig1_overview.pdf",
+        # versions, Python, the pinned instruction set and the processor the tables were made with
+        environment=f"{R}/environment.json",
     params:
         grid=accuracy_flags(PLAN, C["compare"]),
         pairs=" ".join(PAIRS),
@@ -58,7 +61,7 @@ rule report_main:
         "{EGSPO} report accuracy {params.grid} --reference {START} --paper-reference "
         "--table {R}/tables/main --gains {R}/tables/gains --figure {R}/figures/fig1_overview "
         "--per-seed {R}/tables/per_seed.csv --pairs {params.pairs} --pairs-table {R}/tables/pairs "
-        "--title 'Main results' > {log} 2>&1"
+        "--environment {output.environment} --title 'Main results' > {log} 2>&1"
 
 
 rule report_curves:
