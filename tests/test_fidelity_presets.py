@@ -82,7 +82,7 @@ def test_paper_preset_is_the_authors_recipe():
 def test_tiny_preset_is_principled_without_lora():
     assert _resolved(_plan("tiny"), "egspo_sa") == {
         "fidelity": "principled", "rollout": 32, "optimizer_steps_per_rollout": 4, "columns_per_step": {1},
-        "checkpoint_every_optimizer_steps": 120, "lora_modules": None, "load_in_4bit": False,
+        "checkpoint_every_optimizer_steps": 40, "lora_modules": None, "load_in_4bit": False,
         "max_prompt_length": None}
 
 

@@ -81,8 +81,8 @@ def _check_report(workdir: Path) -> None:
         assert len(lead) >= 20 and lead in html, f"caption {caption}.rst of {rel} not in the report: {lead!r}"
 
 
-# 21 jobs, 10 of them starting torch + transformers (~5 CPU-s each): ~70 CPU-s in all, about 40 s of wall time on 2
-# idle cores; in the default suite, since it is the one test that runs every rule together
+# ~70 jobs, most of them starting torch + transformers (~5 CPU-s each): about two minutes of wall time on 2 idle
+# cores; in the default suite, since it is the one test that runs every rule together
 def test_micro_pipeline_end_to_end(tmp_path):
     start = time.perf_counter()
     res = _snakemake(tmp_path)
@@ -101,8 +101,9 @@ def test_micro_pipeline_end_to_end(tmp_path):
     rl_methods = [m for m in compare if m != "sft"]
     # one eval job per (task, method, seed) wrote every checkpoint x length x split of its run
     evals = sorted(rel for rel, rule in outputs if rule == "eval_sudoku" and rel.endswith(".metrics.json"))
-    assert evals == sorted(f"work/eval/sudoku/{m}/seed0/step_{n}/len24/{s}.metrics.json"
-                           for m in rl_methods for n in (1, 2) for s in ("validation", "test"))
+    lengths = yaml.safe_load(MICRO.read_text())["eval"]["gen_lengths"]
+    assert evals == sorted(f"work/eval/sudoku/{m}/seed0/step_{n}/len{length}/{s}.metrics.json"
+                           for m in rl_methods for n in (1, 2) for length in lengths for s in ("validation", "test"))
     for rel in evals:
         tags = json.loads((tmp_path / rel).read_text())["tags"]
         method, seed, ckpt, _, split = rel.split("/")[3:]
@@ -125,6 +126,17 @@ def test_micro_pipeline_end_to_end(tmp_path):
     gains = pd.read_csv(tmp_path / "results/tables/gains.csv")
     assert set(gains["method"]) == set(rl_methods)
     assert set(gains["protocol"]) == {"best_on_test", "val_chosen"}
+    # the ablations and sweeps are part of the default run: each variant evaluated once, at its final checkpoint
+    tiny = yaml.safe_load((REPO / "config.yaml").read_text())["presets"]["tiny"]
+    assert tiny["evidence_in_all"]
+    variants = sorted(rel for rel, rule in outputs if rule == "eval_variants_sudoku" and rel.endswith(".metrics.json"))
+    assert variants and all(re.fullmatch(r"work/eval/sudoku/\w+/seed0/step_2/len16/(validation|test)\.metrics\.json",
+                                         rel) for rel in variants), variants
+    for name, spec in tiny["ablations"].items():
+        table = pd.read_csv(tmp_path / f"results/tables/ablation_{name}.csv")
+        assert set(spec["methods"]) <= set(table["method"]), (name, sorted(set(table["method"])))
+    for name in tiny["sweeps"]:
+        assert len(pd.read_csv(tmp_path / f"results/tables/sweep_{name}.csv")) == len(tiny["sweeps"][name]["methods"])
 
     _check_report(tmp_path)
 

@@ -116,7 +116,7 @@ rule report_sweep:
     output:
         csv=shown(f"{R}/tables/sweep_{{sweep}}.csv", "sweep_table", "Sweeps"),
         md=f"{R}/tables/sweep_{{sweep}}.md",
-        by_length_csv=f"{R}/tables/sweep_{{sweep}}_by_length.csv",
+        by_length_csv=shown(f"{R}/tables/sweep_{{sweep}}_by_length.csv", "sweep_by_length_table", "Sweeps"),
         by_length_md=f"{R}/tables/sweep_{{sweep}}_by_length.md",
         png=shown(f"{R}/figures/sweep_{{sweep}}.png", "sweep", "Sweeps"),
         pdf=f"{R}/figures/sweep_{{sweep}}.pdf",

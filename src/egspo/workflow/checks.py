@@ -70,11 +70,14 @@ def check_config(plan: Plan) -> None:
         if per_task:
             raise ConfigError(f"config key 'task_settings.{per_task[0]}.sft': with 'sft.data' set every task "
                               f"shares one warm start, so SFT settings cannot differ per task")
-    for key, lengths in (("eval.gen_lengths", C["eval"]["gen_lengths"]),
-                         ("eval.variants.gen_lengths", (C["eval"].get("variants") or {}).get("gen_lengths", []))):
-        for length in lengths:
-            check_block_schedule(f"config key '{key}' entry {length}", length, plan.eval_steps(length),
-                                 C["eval"]["block_length"])
+    for length in C["eval"]["gen_lengths"]:
+        check_block_schedule(f"config key 'eval.gen_lengths' entry {length}", length, plan.eval_steps(length),
+                             C["eval"]["block_length"])
+    variant_lengths = (C["eval"].get("variants") or {}).get("gen_lengths", [])
+    if not set(variant_lengths) <= set(C["eval"]["gen_lengths"]):
+        raise ConfigError(f"config key 'eval.variants.gen_lengths' {variant_lengths} must be among 'eval.gen_lengths' "
+                          f"{C['eval']['gen_lengths']}: ablation and sweep tables compare the variants with the "
+                          f"compared methods and the model before RL at those lengths")
     check_references(plan)
     if C["data"].get("authors_test_draw") and C["data"].get("n_test") is not None:
         raise ConfigError("config key 'data.authors_test_draw': 'data.n_test' also chooses the test rows; set one")
