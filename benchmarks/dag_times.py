@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     by_rule, by_run = defaultdict(list), defaultdict(list)
     for job in jobs:
         by_rule[job["rule"]].append(job["seconds"])
-        if job["rule"] in ("rl",) or job["rule"].startswith("eval"):
+        if job["rule"] == "rl" or job["rule"].startswith("eval"):
             wc = job["wildcards"]
             by_run[f"{job['rule'].split('_')[0]} {wc.get('task', '?')} {wc.get('method', '?')}"].append(job["seconds"])
     print(table(by_rule, "rule"))

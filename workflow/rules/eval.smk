@@ -1,9 +1,10 @@
 # Stage 4: greedy evaluation, one job per (task, method, seed) covering all its checkpoints x generation lengths x
 # splits (one `egspo eval` process: each model loaded once); the model before RL is method `sft` (or `base` without
 # SFT) with its single checkpoint; the ablation / sweep variants (methods outside `compare`) are evaluated as
-# config key `eval.variants` says (the tiny preset: their final checkpoint at the training length). The rules are generated from egspo.workflow.rules.eval_rules (why there are
-# several: see that module); every output file is declared, so the report rules' inputs stay exact. Also the
-# trajectories behind Figure 2 and the exact gradient check.
+# config key `eval.variants` says (the tiny preset: their final checkpoint at the training length). The rules are
+# generated from egspo.workflow.rules.eval_rules (why there are several: see that module); every output file is
+# declared, so the report rules' inputs stay exact. Also the trajectories behind Figure 2 and the exact gradient
+# check.
 
 import re
 import shlex

@@ -73,7 +73,7 @@ def check_config(plan: Plan) -> None:
     for length in C["eval"]["gen_lengths"]:
         check_block_schedule(f"config key 'eval.gen_lengths' entry {length}", length, plan.eval_steps(length),
                              C["eval"]["block_length"])
-    variant_lengths = (C["eval"].get("variants") or {}).get("gen_lengths", [])
+    variant_lengths = plan.variant_eval().get("gen_lengths", [])
     if not set(variant_lengths) <= set(C["eval"]["gen_lengths"]):
         raise ConfigError(f"config key 'eval.variants.gen_lengths' {variant_lengths} must be among 'eval.gen_lengths' "
                           f"{C['eval']['gen_lengths']}: ablation and sweep tables compare the variants with the "

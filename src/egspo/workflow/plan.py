@@ -131,32 +131,37 @@ class Plan:
         return self.paths.checkpoint_dir(self.train_task(task), method, seed,
                                          self.method_settings(method, task)["max_steps"])
 
-    def schedule_checkpoints(self, settings: dict) -> list[str]:
-        """Checkpoint names RL settings `settings` save, the last `eval.last_checkpoints` of them when set."""
-        return saved_checkpoints(settings["max_steps"], settings["save_every"], self.C["eval"]["last_checkpoints"])
+    def schedule_checkpoints(self, settings: dict, variant: bool = False) -> list[str]:
+        """Checkpoint names RL settings `settings` save, the last `eval.last_checkpoints` of them when set (for a
+        variant, `eval.variants.last_checkpoints` when that is set)."""
+        last = (self.variant_eval().get("last_checkpoints") if variant else None) or self.C["eval"]["last_checkpoints"]
+        return saved_checkpoints(settings["max_steps"], settings["save_every"], last)
+
+    def variant_eval(self) -> dict:
+        """Config key 'eval.variants' ({} when unset): how ablation / sweep variants are evaluated."""
+        return self.C["eval"].get("variants") or {}
 
     def is_variant(self, method: str) -> bool:
         """Whether `method` is an ablation / sweep variant evaluated the lighter way of config key 'eval.variants':
         an RL method outside `compare`, when that key is set."""
-        return bool(self.C["eval"].get("variants")) and method != self.start and method not in self.C["compare"]
+        return bool(self.variant_eval()) and method != self.start and method not in self.C["compare"]
+
+    def lengths(self, variant: bool = False) -> list[int]:
+        """Generation lengths of an evaluation: 'eval.gen_lengths', or for a variant 'eval.variants.gen_lengths'."""
+        full = self.C["eval"]["gen_lengths"]
+        return list(self.variant_eval().get("gen_lengths", full) if variant else full)
 
     def eval_lengths(self, method: str) -> list[int]:
-        """Generation lengths `method` is evaluated at: 'eval.variants.gen_lengths' for a variant, else
-        'eval.gen_lengths'."""
-        if self.is_variant(method):
-            return list(self.C["eval"]["variants"].get("gen_lengths", self.C["eval"]["gen_lengths"]))
-        return list(self.C["eval"]["gen_lengths"])
+        """Generation lengths `method` is evaluated at."""
+        return self.lengths(self.is_variant(method))
 
-    def checkpoints(self, method: str, task: str) -> list[str]:
+    def checkpoints(self, method: str, task: str, variant: bool | None = None) -> list[str]:
         """Checkpoint names evaluated for a method on a task: the start model has one, an RL run one per save (a
-        variant only its last 'eval.variants.last_checkpoints')."""
+        variant only its last 'eval.variants.last_checkpoints'; `variant` overrides whether `method` is one)."""
         if method == self.start:
             return [self.start]
-        settings = self.method_settings(method, task)
-        if self.is_variant(method) and self.C["eval"]["variants"].get("last_checkpoints"):
-            return saved_checkpoints(settings["max_steps"], settings["save_every"],
-                                     self.C["eval"]["variants"]["last_checkpoints"])
-        return self.schedule_checkpoints(settings)
+        variant = self.is_variant(method) if variant is None else variant
+        return self.schedule_checkpoints(self.method_settings(method, task), variant)
 
     def eval_metrics(self, methods, tasks=None, seeds=None, splits=None) -> list[str]:
         """Every evaluation metrics file of the grid: tasks x methods x seeds x checkpoints x lengths x splits."""

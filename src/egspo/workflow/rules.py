@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from egspo.workflow.plan import Plan
-from egspo.workflow.schedule import saved_checkpoints
 
 
 @dataclass(frozen=True)
@@ -41,17 +40,11 @@ def method_groups(plan: Plan, task: str) -> list[tuple[str, list[str], list[str]
     'methods': the methods saving on the task's shared schedule share rule `eval`, the ablation / sweep variants of
     'eval.variants' on it rule `eval_variants`; any other method gets `eval_<method>`."""
     base = plan.task_rl(task)
-    on_schedule = "max_steps" in base and "save_every" in base
-    full = list(plan.C["eval"]["gen_lengths"])
-    groups = [("eval_start", [plan.start], [plan.start], full)]
+    groups = [("eval_start", [plan.start], [plan.start], plan.lengths())]
     grouped: list[str] = []
-    if on_schedule:
-        variants = plan.C["eval"].get("variants") or {}
-        shared = {False: (plan.schedule_checkpoints(base), full),
-                  True: (saved_checkpoints(base["max_steps"], base["save_every"], variants.get("last_checkpoints")),
-                         list(variants.get("gen_lengths", full)))}
+    if "max_steps" in base and "save_every" in base:
         for name, variant in (("eval", False), ("eval_variants", True)):
-            ckpts, lengths = shared[variant]
+            ckpts, lengths = plan.schedule_checkpoints(base, variant), plan.lengths(variant)
             members = [m for m in plan.C["methods"] if plan.is_variant(m) == variant
                        and plan.checkpoints(m, task) == ckpts and plan.eval_lengths(m) == lengths]
             if members:

@@ -163,10 +163,8 @@ def accuracy_flags(plan: Plan, methods: list[str], tasks: list[str] | None = Non
     compared methods have trained for the same iterations."""
     C, start = plan.C, plan.start
     tasks = tasks or plan.tasks
-    variants = C["eval"].get("variants") if evidence else None
-    lengths = variants.get("gen_lengths", C["eval"]["gen_lengths"]) if variants else C["eval"]["gen_lengths"]
-    last = (variants or {}).get("last_checkpoints")
-    ckpts = " ".join(f"{t}:{m}={','.join(plan.checkpoints(m, t)[-last:] if last else plan.checkpoints(m, t))}"
+    lengths = plan.lengths(variant=evidence)
+    ckpts = " ".join(f"{t}:{m}={','.join(plan.checkpoints(m, t, variant=evidence or None))}"
                      for t in tasks for m in methods)
     fewer = [f"{t}={','.join(plan.eval_splits(t))}" for t in tasks if plan.eval_splits(t) != list(C["eval"]["splits"])]
     shared = [f"{t}:{start}={plan.start_eval_seed(t)}" for t in tasks
