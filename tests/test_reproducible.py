@@ -127,14 +127,21 @@ def test_torch_free_commands_skip_torch_and_torch_commands_get_its_settings(tmp_
     assert grad.stdout.split()[-3:] == ["0", "True", "True"]
 
 
-def test_write_description_records_versions_and_processor(tmp_path):
-    path = numerics.write_description(tmp_path / "environment.json")
-    data = json.loads(path.read_text())
+def test_write_description_records_versions_processor_and_the_model_commands_settings(tmp_path):
+    """Written by `egspo report` (a torch-free command, run in a fresh process here as the workflow runs it), the
+    file still records the settings every model command runs with: one inter-op thread, deterministic algorithms."""
+    out = tmp_path / "environment.json"
+    done = _python(["-c", f"from egspo.utils.numerics import write_description; write_description({str(out)!r})"],
+                   _clean_env())
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text())
     import torch
     assert data["versions"]["torch"] == torch.__version__
     assert data["python"] == ".".join(map(str, sys.version_info[:3]))
-    assert data["processor"] == numerics.processor_name() and data["numerics"] in numerics.MODES
+    assert data["processor"] == numerics.processor_name() and data["numerics"] == "pinned"
     assert set(data["kernel_variables"]) == {*numerics.ISA_VARIABLES, *numerics.THREAD_VARIABLES}
+    assert data["deterministic_algorithms"] is True and data["torch_threads"]["inter_op"] == 1
+    assert data["torch_threads"]["intra_op"] == int(data["kernel_variables"]["OMP_NUM_THREADS"])
 
 
 # ---- what the chain hashes ------------------------------------------------------------------------------

@@ -222,11 +222,15 @@ def describe() -> dict:
 
 
 def write_description(path: str | os.PathLike) -> Path:
-    """Write :func:`describe` as JSON to ``path`` (atomically): where a run's tables came from."""
+    """Write :func:`describe` as JSON to ``path`` (atomically): where a run's tables came from. The pin's torch
+    settings are applied first: the writer is `egspo report`, a command that computes no tensors and so skips them,
+    and the file is to record what the model commands ran with (threads, deterministic algorithms), not the
+    defaults of the process that wrote it."""
     import json
 
     from egspo.utils.files import atomic_write_text
 
+    pin()
     return atomic_write_text(path, json.dumps(describe(), indent=1) + "\n")
 
 
