@@ -287,6 +287,7 @@ WORKFLOW_CASES = [
     ("workflow-unknown-task", ["tasks=[tetris]"], "'tetris' is not one of"),
     ("workflow-misspelt-key", ["rl={lrr: 0.1}"], "'lrr' was unexpected"),
     ("workflow-zero-length", ["eval={gen_lengths: [0]}"], "0 is less than the minimum of 1"),
+    ("workflow-task-eval-key", ["task_settings={countdown: {eval: {splits: [test]}}}"], "'splits' was unexpected"),
     ("workflow-negative-sft-steps", ["sft={max_steps: -5}"], "-5 is less than the minimum of 1"),
 ]
 

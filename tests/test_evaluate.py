@@ -191,6 +191,33 @@ def test_grid_equals_single_file_runs_and_loads_each_model_once(tiny_model, othe
     assert completions["step_1", "test", 16] != completions["step_2", "test", 16]
 
 
+def test_nested_names_evaluate_several_runs_in_one_process_as_separate_grids(tiny_model, other_model, tmp_path):
+    """The workflow's form: every seed of a method in one process (`--model seed1/step_1=DIR --model-tag
+    seed1/step_1:seed=1`) writes, file for file, what one process per seed writes (`--out-dir .../seed1 --tag
+    seed=1`): the same rows, and metrics that differ only in the measured generation time."""
+    test = write_jsonl(tmp_path / "test.jsonl", [{"prompt": p, "id": i} for i, p in enumerate(["hello", "7", "k:"])])
+    common = ["--task", "lengths", "--data", str(test), "--gen-length", "8", "16", "--steps", "4", "8",
+              "--block-length", "8", "--tag", "method=m"]
+    runs = {"0": tiny_model, "1": other_model}
+    together = tmp_path / "together"
+    argv = ["eval", *common, "--out-dir", str(together)]
+    for seed, model in runs.items():
+        argv += ["--model", f"seed{seed}/step_1={model}", "--model-tag", f"seed{seed}/step_1:seed={seed}"]
+    assert main(argv) == 0
+    for seed, model in runs.items():
+        alone = tmp_path / "alone" / f"seed{seed}"
+        assert main(["eval", *common, "--model", f"step_1={model}", "--out-dir", str(alone), "--tag",
+                     f"seed={seed}"]) == 0
+        for length in (8, 16):
+            a, b = together / f"seed{seed}" / "step_1" / f"len{length}", alone / "step_1" / f"len{length}"
+            assert (a / "test.jsonl").read_bytes() == (b / "test.jsonl").read_bytes()
+            ma, mb = (json.loads((d / "test.metrics.json").read_text()) for d in (a, b))
+            assert ma.pop("generation_s") > 0 and mb.pop("generation_s") > 0
+            assert list(ma.items()) == list(mb.items())
+            assert ma["tags"] == {"method": "m", "seed": seed, "ckpt": "step_1", "split": "test"}
+    assert sorted(p.name for p in together.iterdir()) == ["seed0", "seed1"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--gen-length", "8", "16", "--steps", "4"], r"--steps needs one value per --gen-length"),
     (["--gen-length", "8", "8", "--steps", "4", "4"], r"--gen-length has repeated values"),
@@ -199,7 +226,11 @@ def test_grid_equals_single_file_runs_and_loads_each_model_once(tiny_model, othe
     (["--gen-length", "8", "--steps", "4", "--tag", "accuracy=1"], r"collide with metric names"),
     (["--gen-length", "8", "--steps", "4", "--metrics", "m.json"], r"--metrics goes with --out"),
     (["--gen-length", "8", "--steps", "4", "--model", "other/M"], r"names \['M'\] given more than once"),
-    (["--gen-length", "8", "--steps", "4", "--model", "a/b=M2"], r"cannot be used as a directory"),
+    (["--gen-length", "8", "--steps", "4", "--model", "a/../b=M2"], r"cannot be used as a directory"),
+    (["--gen-length", "8", "--steps", "4", "--model", "a//b=M2"], r"cannot be used as a directory"),
+    (["--gen-length", "8", "--steps", "4", "--model-tag", "Z:seed=1"], r"NAME one of the --model names \['M'\]"),
+    (["--gen-length", "8", "--steps", "4", "--model-tag", "M:ckpt=x"], r"tags come from the --model / --data names"),
+    (["--gen-length", "8", "--steps", "4", "--model-tag", "M:n=1"], r"collide with metric names"),
 ])
 def test_bad_grid_arguments_are_rejected_before_loading(tmp_path, argv, message):
     base = ["eval", "--task", "lengths", "--model", "M", "--data", "d.jsonl", "--block-length", "8",

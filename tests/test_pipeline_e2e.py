@@ -99,7 +99,7 @@ def test_micro_pipeline_end_to_end(tmp_path):
     compare = yaml.safe_load(MICRO.read_text()).get(
         "compare", yaml.safe_load((REPO / "config.yaml").read_text())["presets"]["tiny"]["compare"])
     rl_methods = [m for m in compare if m != "sft"]
-    # one eval job per (task, method, seed) wrote every checkpoint x length x split of its run
+    # one eval job per (task, method) wrote every seed's checkpoint x length x split, each tagged with its seed
     evals = sorted(rel for rel, rule in outputs if rule == "eval_sudoku" and rel.endswith(".metrics.json"))
     lengths = yaml.safe_load(MICRO.read_text())["eval"]["gen_lengths"]
     assert evals == sorted(f"work/eval/sudoku/{m}/seed0/step_{n}/len{length}/{s}.metrics.json"

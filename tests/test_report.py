@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -343,3 +344,33 @@ def test_task_without_validation_split_reports_val_chosen_as_na(tmp_path):
     with pytest.raises(ValueError, match="not in tasks"):
         tables.load_eval_grid(eval_dir, tasks=["countdown"], methods=["sft"], seeds=SEEDS, checkpoints=CHECKPOINTS,
                               lengths=[8], splits=["test"], task_splits={"humaneval": ["test"]})
+
+
+def test_task_evaluated_at_fewer_lengths_has_only_those_rows(tmp_path):
+    """`--task-lengths humaneval=8` reads that task's files at length 8 alone (its 16 files may not exist): its
+    by-length rows are 8 and best (= 8), the other task keeps every length; a length outside --lengths is an error."""
+    eval_dir = _write_grid(tmp_path, "countdown")
+    _write_grid(tmp_path, "humaneval")
+    for path in (eval_dir / "humaneval").rglob("len16"):
+        shutil.rmtree(path)
+    args = ["report", "accuracy", "--eval-dir", str(eval_dir), "--tasks", "countdown", "humaneval",
+            "--methods", "sft", "egspo_sa", "--seeds", *map(str, SEEDS), "--lengths", "8", "16",
+            "--checkpoints", "sft=sft", "egspo_sa=step_1,step_2", "--reference", "sft",
+            "--table", str(tmp_path / "main"), "--gains", str(tmp_path / "gains"),
+            "--per-seed", str(tmp_path / "per_seed.csv")]
+    with pytest.raises(FileNotFoundError, match="humaneval/.*len16/.*metrics.json"):
+        egspo_main(args)
+    assert egspo_main([*args, "--task-lengths", "humaneval=8"]) == 0
+    main = pd.read_csv(tmp_path / "main.csv", dtype={"gen_length": str})
+    main = main[main["source"] == tables.OURS]
+    assert set(main.loc[main["task"] == "humaneval", "gen_length"]) == {"8", tables.BEST}
+    assert set(main.loc[main["task"] == "countdown", "gen_length"]) == {"8", "16", tables.BEST}
+    he = main[(main["task"] == "humaneval") & (main["method"] == "egspo_sa")].set_index("gen_length")
+    assert he.loc[tables.BEST, "best_on_test_mean"] == pytest.approx(61.0) == he.loc["8", "best_on_test_mean"]
+    per_seed = pd.read_csv(tmp_path / "per_seed.csv")
+    assert set(per_seed.loc[per_seed["task"] == "humaneval", "gen_length"]) == {8}
+    with pytest.raises(ValueError, match=r"--task-lengths humaneval=12: lengths must be among --lengths \[8, 16\]"):
+        egspo_main([*args, "--task-lengths", "humaneval=12"])
+    with pytest.raises(ValueError, match="task_lengths names tasks not in tasks"):
+        tables.load_eval_grid(eval_dir, tasks=["countdown"], methods=["sft"], seeds=SEEDS, checkpoints=CHECKPOINTS,
+                              lengths=[8], splits=["test"], task_lengths={"humaneval": [8]})

@@ -46,19 +46,22 @@ def expected_default_counts() -> Counter:
     rl_methods = [m for m in tiny["compare"] if m != "sft"]
     assert all(set(tiny["methods"][m]) & {"max_steps", "save_every"} == set() for m in rl_methods)
     per_task = tiny.get("task_settings", {})
+
+    def suffix(task):  # a task with its own RL save schedule or its own lengths gets rules of its own
+        own = per_task.get(task, {})
+        return f"_{task}" if {"max_steps", "save_every"} & set(own.get("rl", {})) or "eval" in own else ""
+
     counts = Counter({"data": len(tasks), "build_model": 1, "rl": len(tasks) * seeds * len(rl_methods),
                       "gradcheck": 1, "trace": len(tasks), "report_main": 1, "report_curves": 1, "report_fig2": 1,
                       "report_gradcheck": 1, "report_compute": 1, "all": 1})
     for task in tasks:
         sft_seed = {**tiny["sft"], **per_task.get(task, {}).get("sft", {})}.get("seed")
         counts["sft"] += seeds if sft_seed is None else 1  # per seed, or one shared per task
-        # one eval job per (task, method, seed): rule eval_start for the model before RL (once when shared by every
-        # seed), rule eval for the RL methods on the shared checkpoint schedule (each job covers its checkpoints x
-        # lengths x splits); a task with its own RL schedule gets its own pair of rules
-        own = per_task.get(task, {}).get("rl", {})
-        suffix = f"_{task}" if {"max_steps", "save_every"} & set(own) else ""  # its own save schedule
-        counts[f"eval_start{suffix}"] += seeds if sft_seed is None else 1
-        counts[f"eval{suffix}"] += seeds * len(rl_methods)
+        # one eval job per (task, method) over every seed (each covers its checkpoints x lengths x splits), rule
+        # eval for the RL methods on the shared checkpoint schedule; rule eval_start for the model before RL, per
+        # seed (once when every seed shares it); a task with its own RL schedule or lengths gets its own rules
+        counts[f"eval_start{suffix(task)}"] += seeds if sft_seed is None else 1
+        counts[f"eval{suffix(task)}"] += len(rl_methods)
     if tiny.get("evidence_in_all"):
         # every ablation and sweep too: their methods outside `compare` run on their tasks and are evaluated in rule
         # eval_variants (final checkpoint at eval.variants' lengths); one table per ablation / sweep
@@ -68,7 +71,8 @@ def expected_default_counts() -> Counter:
                     if m not in tiny["compare"]}
         assert tiny["eval"]["variants"]["last_checkpoints"] == 1
         counts["rl"] += seeds * len(variants)
-        counts["eval_variants"] += seeds * len(variants)
+        for task, _ in variants:
+            counts[f"eval_variants{suffix(task)}"] += 1
         counts.update({"report_ablation": len(tiny["ablations"]), "report_ablation_compute": len(tiny["ablations"]),
                        "report_sweep": len(tiny.get("sweeps", {}))})
     return counts
@@ -79,16 +83,21 @@ def test_default_dag_job_counts(tmp_path):
     assert res.returncode == 0, res.output[-3000:]
     counts = job_counts(res.output)
     assert counts == expected_default_counts()
-    # every eval job writes its whole grid: the shell line of an RL method's job names all its checkpoints
-    res = snakemake(tmp_path, "-n", "-p", "--config", "tasks=[sudoku]", "seeds=[0]")
+    # every eval job writes its whole grid: the shell line of an RL method's job names all its seeds' checkpoints
+    res = snakemake(tmp_path, "-n", "-p", "--config", "tasks=[sudoku]", "seeds=[0,1]")
     tiny = yaml.safe_load((REPO / "config.yaml").read_text())["presets"]["tiny"]
     rl = tiny["rl"]
     steps = list(range(rl["save_every"], rl["max_steps"] + 1, rl["save_every"]))
     cmd = next(line for line in res.output.splitlines()
-               if " eval " in line and "--out-dir work/eval/sudoku/egspo/" in line)
-    assert cmd.count("--model ") == len(steps) and f"--model step_{steps[-1]}=" in cmd
-    assert cmd.count("--data ") == len(tiny["eval"]["splits"]) and "--tag method=egspo --tag seed=0" in cmd
+               if " eval " in line and "--out-dir work/eval/sudoku/egspo " in line)
+    assert cmd.count("--model ") == 2 * len(steps) and cmd.count("--model-tag ") == 2 * len(steps)
+    last = f"seed1/step_{steps[-1]}"
+    assert f"--model {last}=work/rl/sudoku/egspo/seed1/checkpoints/step_{steps[-1]} --model-tag {last}:seed=1" in cmd
+    assert cmd.count("--data ") == len(tiny["eval"]["splits"]) and "--tag method=egspo >" in cmd
     assert f"--gen-length {' '.join(map(str, tiny['eval']['gen_lengths']))} --steps" in cmd
+    start = next(line for line in res.output.splitlines() if " eval " in line and "--tag method=sft" in line)
+    assert f"--model sft=work/sft/sudoku/seed{tiny['sft']['seed']} --model-tag sft:seed={tiny['sft']['seed']}" in start
+    assert f"--out-dir work/eval/sudoku/sft/seed{tiny['sft']['seed']} " in start
 
 
 def test_shared_warm_start_or_one_per_seed(tmp_path):
@@ -102,7 +111,7 @@ def test_shared_warm_start_or_one_per_seed(tmp_path):
     assert re.search(r"egspo sft .*--out work/sft/sudoku/seed5 --seed 5 ", res.output)
     # the shared warm start is evaluated once, under its seed, and the report pairs it with every RL seed
     assert job_counts(res.output)["eval_start"] == 1
-    assert "--model sft=work/sft/sudoku/seed5 " in res.output and "--tag seed=5 " in res.output
+    assert "--model sft=work/sft/sudoku/seed5 --model-tag sft:seed=5 " in res.output
     assert re.search(r"egspo report accuracy .*--shared-seed sudoku:sft=5\b", res.output)
     res = snakemake(tmp_path, "-n", "-p", "--config", "tasks=[sudoku]", "seeds=[0,1]", "sft={seed: null}",
                     "work_dir=work")
@@ -114,17 +123,18 @@ def test_shared_warm_start_or_one_per_seed(tmp_path):
 
 
 def test_checkpoints_per_job_splits_the_evaluation_jobs(tmp_path):
-    """`eval.checkpoints_per_job: 2` over the tiny schedule (3 checkpoints): jobs of 2 and 1 checkpoints, together
-    every checkpoint once, each with its own log."""
-    res = snakemake(tmp_path, "-n", "-p", "--config", "tasks=[sudoku]", "seeds=[0]", "compare=[sft, egspo]",
+    """`eval.checkpoints_per_job: 2` over the tiny schedule (3 checkpoints): jobs of 2 and 1 checkpoints of every
+    seed, together every checkpoint once, each with its own log."""
+    res = snakemake(tmp_path, "-n", "-p", "--config", "tasks=[sudoku]", "seeds=[0, 1]", "compare=[sft, egspo]",
                     "eval={checkpoints_per_job: 2}", "rl={max_steps: 60, save_every: 20}")
     assert res.returncode == 0, res.output[-3000:]
     counts = job_counts(res.output)
     assert counts["eval_part1"] == counts["eval_part2"] == 1 and "eval" not in counts
-    cmds = [line for line in res.output.splitlines() if " eval " in line and "/egspo/seed0" in line]
-    models = sorted(re.findall(r"--model (step_\d+)=", " ".join(cmds)))
-    assert models == ["step_20", "step_40", "step_60"]
-    assert sorted(len(re.findall("--model ", c)) for c in cmds) == [1, 2]
+    cmds = [line for line in res.output.splitlines()
+            if " eval " in line and re.search(r"--out-dir \S+/eval/sudoku/egspo ", line)]
+    models = sorted(re.findall(r"--model (seed\d/step_\d+)=", " ".join(cmds)))
+    assert models == sorted(f"seed{s}/step_{n}" for s in (0, 1) for n in (20, 40, 60))  # each seed's parts
+    assert sorted(len(re.findall("--model ", c)) for c in cmds) == [2 * 1, 2 * 2]
     logs = re.findall(r"> (\S+\.log) 2>&1", " ".join(cmds))
     assert len(set(logs)) == 2
 

@@ -28,7 +28,9 @@ def plan(**overrides) -> Plan:
     """The tiny preset with top-level `overrides` (as `--config` gives them), a shared `rl` schedule of 60 / 20
     and no per-task settings unless overridden."""
     raw = copy.deepcopy(RAW)
-    raw.update({"task_settings": {}, "rl": {"max_steps": 60, "save_every": 20}})
+    for preset in raw["presets"].values():
+        preset.pop("task_settings", None)
+    raw.update({"rl": {"max_steps": 60, "save_every": 20}})
     raw.update(overrides)
     return Plan.from_raw(raw)
 
@@ -105,7 +107,7 @@ def test_eval_rules_group_by_schedule_and_split_into_parts():
                           "eval_countdown", "eval_egspo_countdown", "eval_variants_countdown"}
     assert rules["eval"].ckpts == ("step_20", "step_40", "step_60") and "egspo" not in rules["eval"].methods
     assert rules["eval_countdown"].tasks == ("countdown",) and rules["eval_countdown"].ckpts == ("step_45", "step_90")
-    n_files = 2 * 3 * len(p.C["eval"]["gen_lengths"]) * len(p.C["eval"]["splits"])
+    n_files = 2 * len(p.seeds) * 3 * len(p.C["eval"]["gen_lengths"]) * len(p.C["eval"]["splits"])
     assert len(eval_outputs(p, rules["eval"])) == n_files
     parts = {r.name: r for r in eval_rules(plan(tasks=["sudoku"], eval={"checkpoints_per_job": 2}))}
     assert parts["eval_part1"].ckpts == ("step_20", "step_40") and parts["eval_part1"].log_suffix == "_step_20-step_40"
@@ -126,7 +128,7 @@ def test_variants_are_evaluated_at_their_final_checkpoint_and_lengths_only():
     assert p.checkpoints("egspo_sa", "sudoku") == ["step_20", "step_40", "step_60"]
     assert p.checkpoints("egspo_sa_uniform", "sudoku") == ["step_60"]
     assert p.checkpoints("egspo_sa_k1", "sudoku") == ["step_30"]
-    assert p.eval_lengths("egspo_sa_uniform") == [32] and p.eval_lengths("egspo_sa") == [24, 32, 48]
+    assert p.eval_lengths("egspo_sa_uniform", "sudoku") == [32] and p.eval_lengths("egspo_sa", "sudoku") == [24, 32, 48]
     assert p.eval_metrics(["egspo_sa_uniform"], seeds=[0]) == [
         f"work/eval/sudoku/egspo_sa_uniform/seed0/step_60/len32/{split}.metrics.json"
         for split in ("validation", "test")]
@@ -134,7 +136,11 @@ def test_variants_are_evaluated_at_their_final_checkpoint_and_lengths_only():
     assert "egspo_sa_uniform" in rules["eval_variants"].methods and "egspo_sa" in rules["eval"].methods
     assert rules["eval_variants"].ckpts == ("step_60",) and rules["eval_variants"].lengths == (32,)
     assert rules["eval_egspo_sa_k1"].ckpts == ("step_30",) and rules["eval_egspo_sa_k1"].lengths == (32,)
-    assert len(eval_outputs(p, rules["eval_variants"])) == 1 * 1 * 2 * 2
+    assert len(eval_outputs(p, rules["eval_variants"])) == len(p.seeds) * 1 * 1 * 2 * 2  # every seed in one job
+    assert not rules["eval_variants"].per_seed and rules["eval_start"].per_seed
+    assert eval_outputs(p, rules["eval_start"])[0] == "work/eval/{task}/{method}/seed{seed}/sft/len24/validation.jsonl"
+    assert eval_outputs(p, rules["eval_variants"])[-1] == (f"work/eval/{{task}}/{{method}}/seed{p.seeds[-1]}/step_60/"
+                                                            f"len32/test.metrics.json")
     grid = shlex.split(accuracy_flags(p, ["sft", "egspo_sa", "egspo_sa_uniform"], ["sudoku"], evidence=True))
     assert grid[grid.index("--lengths") + 1:grid.index("--splits")] == ["32"]
     checkpoints = grid[grid.index("--checkpoints") + 1:grid.index("--shared-seed")]
@@ -145,6 +151,42 @@ def test_variants_are_evaluated_at_their_final_checkpoint_and_lengths_only():
     assert "sudoku:egspo_sa=step_20,step_40,step_60" in main
     with pytest.raises(ConfigError, match=r"'eval.variants.gen_lengths' \[40\] must be among 'eval.gen_lengths'"):
         check_config(plan(eval={"variants": {"gen_lengths": [40]}}))
+
+
+def test_a_task_with_its_own_lengths_gets_its_own_rules_and_report_grid():
+    """task_settings.<task>.eval.gen_lengths: that task's jobs, files and report grid use its lengths only (the
+    tiny preset: Countdown at 32), every other task keeps eval.gen_lengths; variants stay at the variant lengths."""
+    own = {"countdown": {"eval": {"gen_lengths": [32]}}}
+    p = plan(tasks=["sudoku", "countdown"], seeds=[0], task_settings=own, compare=["sft", "egspo_sa"],
+             eval={"variants": {"gen_lengths": [32], "last_checkpoints": 1}})
+    assert p.task_lengths("countdown") == [32] and p.task_lengths("sudoku") == [24, 32, 48]
+    assert p.eval_lengths("egspo_sa", "countdown") == [32] and p.eval_lengths("egspo_sa_uniform", "countdown") == [32]
+    files = p.eval_metrics(["sft", "egspo_sa"])
+    assert {f.split("/len")[1].split("/")[0] for f in files if "/countdown/" in f} == {"32"}
+    assert {f.split("/len")[1].split("/")[0] for f in files if "/sudoku/" in f} == {"24", "32", "48"}
+    rules = {r.name: r for r in eval_rules(p)}
+    assert set(rules) == {"eval_start", "eval", "eval_variants", "eval_start_countdown", "eval_countdown",
+                          "eval_variants_countdown"}
+    assert rules["eval_countdown"].tasks == ("countdown",) and rules["eval_countdown"].lengths == (32,)
+    assert rules["eval_start_countdown"].lengths == (32,) and rules["eval"].lengths == (24, 32, 48)
+    assert rules["eval"].tasks == ("sudoku",)
+    grid = shlex.split(accuracy_flags(p, ["sft", "egspo_sa"]))
+    assert grid[grid.index("--lengths") + 1:grid.index("--splits")] == ["24", "32", "48"]
+    assert grid[grid.index("--task-lengths") + 1:grid.index("--shared-seed")] == ["countdown=32"]
+    evidence = shlex.split(accuracy_flags(p, ["sft", "egspo_sa", "egspo_sa_uniform"], evidence=True))
+    assert "--task-lengths" not in evidence and evidence[evidence.index("--lengths") + 1] == "32"
+    # the same lengths on every task: no own rules, no --task-lengths
+    same = plan(tasks=["sudoku", "countdown"], task_settings={"countdown": {"eval": {"gen_lengths": [24, 32, 48]}}})
+    assert "eval_countdown" not in {r.name for r in eval_rules(same)}
+    assert "--task-lengths" not in accuracy_flags(same, ["sft", "egspo_sa"])
+    # a variant length the task does not evaluate, a length the block schedule cannot run, humaneval's RL settings
+    with pytest.raises(ConfigError, match=r"'eval.variants.gen_lengths' \[24\] must be among "
+                                          r"'task_settings.countdown.eval.gen_lengths' \[32\]"):
+        check_config(plan(tasks=["sudoku", "countdown"], task_settings=own, eval={"variants": {"gen_lengths": [24]}}))
+    with pytest.raises(ConfigError, match="'task_settings.countdown.eval.gen_lengths' entry 20: gen_length 20 is not"):
+        check_config(plan(task_settings={"countdown": {"eval": {"gen_lengths": [20]}}}))
+    with pytest.raises(ConfigError, match="humaneval trains on kodcode's data .* under 'task_settings.kodcode'"):
+        check_config(plan(preset="paper", tasks=["humaneval"], task_settings={"humaneval": {"rl": {"lr": 1.0}}}))
 
 
 def test_profile_eval_resources_reach_every_generated_rule():

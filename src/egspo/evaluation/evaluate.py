@@ -1,22 +1,24 @@
 """`egspo eval`: greedy generation (temperature 0, low-confidence remasking, as the d1 family evaluates) of a grid
 of checkpoints x data splits x generation lengths in one process, then grading with the task's grader.
 
-Grid form (what the workflow runs, one job per task x method x seed)::
+Grid form (one run's checkpoints; the workflow nests every seed of a method in one job, see below)::
 
     egspo eval --task sudoku --model step_40=CKPT40 --model step_80=CKPT80 --data validation=V.jsonl \
         --data test=T.jsonl --gen-length 24 32 --steps 12 16 --block-length 8 --out-dir DIR --tag method=egspo_sa
 
-writes ``DIR/{NAME}/len{L}/{SPLIT}.jsonl`` and ``DIR/{NAME}/len{L}/{SPLIT}.metrics.json`` for every model NAME,
-split SPLIT and length L (``--steps`` gives T for each ``--gen-length`` L, in order). NAME defaults to the model
-directory's base name and SPLIT to the data file's name without ``.jsonl``; each metrics JSON is tagged
-``ckpt=NAME`` and ``split=SPLIT`` besides the ``--tag`` values. Each model is loaded once and each split tokenized
-once per distinct tokenizer. Single-file form: one ``--model``, one ``--data`` and one length with ``--out FILE``
-(metrics at ``--metrics``, default ``FILE`` with ``.jsonl`` replaced by ``.metrics.json``; no automatic tags).
+writes ``DIR/{NAME}/len{L}/{SPLIT}.jsonl`` and ``DIR/{NAME}/len{L}/{SPLIT}.metrics.json`` for every model NAME, split
+SPLIT and length L (``--steps`` gives T for each ``--gen-length`` L, in order). NAME defaults to the model directory's
+base name and SPLIT to the data file's name without ``.jsonl``; each metrics JSON is tagged ``ckpt=NAME`` and
+``split=SPLIT`` besides the ``--tag`` values. NAME may be a relative path, so one process evaluates several runs (the
+workflow: every seed of a method, ``--model seed1/step_40=DIR`` with ``--model-tag seed1/step_40:seed=1``); ``ckpt``
+is then its last part. Each model is loaded once and each split tokenized once per distinct tokenizer. Single-file
+form: one ``--model``, one ``--data`` and one length with ``--out FILE`` (metrics at ``--metrics``, default ``FILE``
+with ``.jsonl`` replaced by ``.metrics.json``; no automatic tags).
 
-The JSONL holds every input row + ``completion``, ``reward``, ``correct`` and the grader's extra fields; the
-metrics JSON ``accuracy`` (mean of ``correct``), ``n``, ``reward_mean``, every other numeric grader field averaged
-(e.g. ``cell_accuracy``), the generation settings, ``tags`` and each tag also at top level. Files are written
-atomically. A ``--model`` may be a plain HF model dir or a LoRA adapter checkpoint (loaded on its base through
+The JSONL holds every input row + ``completion``, ``reward``, ``correct`` and the grader's extra fields; the metrics
+JSON ``accuracy`` (mean of ``correct``), ``n``, ``reward_mean``, every other numeric grader field averaged (e.g.
+``cell_accuracy``), the generation settings, ``tags`` and each tag also at top level. Files are written atomically. A
+``--model`` may be a plain HF model dir or a LoRA adapter checkpoint (loaded on its base through
 `egspo.models.loading`). The sampling generator is reseeded with ``--seed`` for every (model, split, length), so each file
 equals a single-file run of the same triple.
 """
@@ -77,16 +79,30 @@ def grade_rows(task, rows: Sequence[dict[str, Any]], completions: Sequence[str])
     return out_rows, metrics
 
 
-def named_value(item: str, flag: str, default_name) -> tuple[str, str]:
-    """``"NAME=VALUE"`` -> (NAME, VALUE); a bare ``"VALUE"`` -> (default_name(VALUE), VALUE)."""
+def named_value(item: str, flag: str, default_name, nested: bool = False) -> tuple[str, str]:
+    """``"NAME=VALUE"`` -> (NAME, VALUE); a bare ``"VALUE"`` -> (default_name(VALUE), VALUE). ``nested``: NAME may
+    be a relative path of several names (``seed0/step_40``)."""
     name, sep, value = item.partition("=")
     if not sep:
         name, value = default_name(item), item
     if not name or not value:
         raise ValueError(f"{flag} expects [NAME=]PATH, got {item!r}")
-    if "/" in name or name in (".", ".."):
+    parts = name.split("/") if nested else [name]
+    if any(not part or part in (".", "..") or "/" in part for part in parts):
         raise ValueError(f"{flag} name {name!r} (from {item!r}) cannot be used as a directory / file name")
     return name, value
+
+
+def model_tags(items: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``--model-tag NAME:KEY=VALUE`` items -> {NAME: {KEY: VALUE}}; NAME must be a ``--model`` name."""
+    tags: dict[str, dict[str, str]] = {}
+    for item in items:
+        name, sep, tag = item.rpartition(":")
+        if not sep or name not in names:
+            raise ValueError(f"--model-tag expects NAME:KEY=VALUE with NAME one of the --model names {list(names)}, "
+                             f"got {item!r}")
+        tags.setdefault(name, {}).update(parse_tags([tag]))
+    return tags
 
 
 def _model_name(path: str) -> str:
@@ -121,7 +137,7 @@ class Job:
 
 def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[Job]]:
     """(models, data files, jobs) of the command line; every bad combination is a ValueError naming the flag."""
-    models = _unique([named_value(m, "--model", _model_name) for m in args.model], "--model")
+    models = _unique([named_value(m, "--model", _model_name, nested=True) for m in args.model], "--model")
     data = _unique([named_value(d, "--data", _split_name) for d in args.data], "--data")
     if len(args.gen_length) != len(args.steps):
         raise ValueError(f"--steps needs one value per --gen-length: got {len(args.steps)} steps {args.steps} for "
@@ -134,9 +150,10 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[tuple[st
         if bad:
             raise ValueError(f"{flag} must be positive integers, got {bad}")
     tags = parse_tags(args.tag)
-    clash = sorted(set(tags) & set(FIXED_METRICS))
+    per_model = model_tags(args.model_tag, [name for name, _ in models])
+    clash = sorted((set(tags) | {k for t in per_model.values() for k in t}) & set(FIXED_METRICS))
     if clash:
-        raise ValueError(f"--tag keys {clash} collide with metric names")
+        raise ValueError(f"--tag / --model-tag keys {clash} collide with metric names")
     lengths = list(zip(args.gen_length, args.steps))
     if args.out is not None:
         if len(models) != 1 or len(data) != 1 or len(lengths) != 1:
@@ -144,12 +161,14 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[tuple[st
                              f"{len(models)}, {len(data)}, {len(lengths)}); use --out-dir for a grid")
         out = Path(args.out)
         metrics = Path(args.metrics) if args.metrics else default_metrics_path(out)
-        return models, data, [Job(models[0][0], data[0][0], *lengths[0], out, metrics, tags)]
+        return models, data, [Job(models[0][0], data[0][0], *lengths[0], out, metrics,
+                                  {**tags, **per_model.get(models[0][0], {})})]
     if args.metrics is not None:
         raise ValueError("--metrics goes with --out; with --out-dir the metrics files sit beside the JSONL files")
-    clash = sorted({"ckpt", "split"} & set(tags))
+    clash = sorted({"ckpt", "split"} & (set(tags) | {k for t in per_model.values() for k in t}))
     if clash:
-        raise ValueError(f"--tag {clash}: with --out-dir these tags come from the --model / --data names")
+        raise ValueError(f"--tag / --model-tag {clash}: with --out-dir these tags come from the --model / --data "
+                         f"names")
     jobs = []
     for model_name, _ in models:
         for split, _ in data:
@@ -157,7 +176,8 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[tuple[st
                 folder = Path(args.out_dir) / model_name / f"len{length}"
                 jobs.append(Job(model_name, split, length, steps, folder / f"{split}.jsonl",
                                 folder / f"{split}.metrics.json",
-                                {**tags, "ckpt": model_name, "split": split}))
+                                {**tags, **per_model.get(model_name, {}), "ckpt": model_name.split("/")[-1],
+                                 "split": split}))
     return models, data, jobs
 
 
@@ -173,7 +193,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True)
     parser.add_argument("--model", required=True, action="append", metavar="[NAME=]DIR",
                         help="HF model dir, adapter checkpoint dir or hub id (repeatable; NAME names its output "
-                             "folder and the ckpt tag, default the directory's base name)")
+                             "folder, default the directory's base name; it may be a relative path such as "
+                             "seed0/step_40, and its last part is the ckpt tag)")
+    parser.add_argument("--model-tag", action="append", default=[], metavar="NAME:KEY=VALUE",
+                        help="copied into the metrics JSONs of model NAME only (repeatable), e.g. seed0/step_40:seed=0")
     parser.add_argument("--data", required=True, action="append", metavar="[SPLIT=]FILE",
                         help="task rows, JSONL (repeatable; SPLIT defaults to the file name without .jsonl)")
     parser.add_argument("--gen-length", type=int, nargs="+", required=True, metavar="L", help="generation lengths")
@@ -254,5 +277,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["Job", "configure", "default_metrics_path", "generate_completions", "grade_rows", "named_value", "plan",
-           "run", "tokenizer_fingerprint"]
+__all__ = ["Job", "configure", "default_metrics_path", "generate_completions", "grade_rows", "model_tags",
+           "named_value", "plan", "run", "tokenizer_fingerprint"]

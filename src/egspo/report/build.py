@@ -53,6 +53,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     acc.add_argument("--task-splits", nargs="*", type=_key_value, default=[], metavar="TASK=SPLIT,SPLIT",
                      help="evaluated splits of a task that has fewer (e.g. humaneval=test: its validation-chosen "
                           "column is n/a)")
+    acc.add_argument("--task-lengths", nargs="*", type=_key_value, default=[], metavar="TASK=L,L",
+                     help="generation lengths of a task evaluated at fewer than --lengths (its other cells are absent "
+                          "from the by-length rows; its best length is the best of these)")
     acc.add_argument("--checkpoints", nargs="+", type=_key_value, required=True, metavar="[TASK:]METHOD=CKPT,CKPT",
                      help="evaluated checkpoints per method, e.g. sft=sft egspo=step_40,step_80; a TASK:METHOD "
                           "entry overrides a method's list for one task (countdown:egspo=step_120,step_240)")
@@ -148,9 +151,15 @@ def run_accuracy(args: argparse.Namespace) -> int:
         if bad or not splits:
             raise ValueError(f"--task-splits {task}={names}: splits must be validation and/or test")
         task_splits[task] = splits
+    task_lengths = {}
+    for task, values in args.task_lengths:
+        lengths = [v for v in values.split(",") if v]
+        if not lengths or not all(v.isdigit() and int(v) in args.lengths for v in lengths):
+            raise ValueError(f"--task-lengths {task}={values}: lengths must be among --lengths {args.lengths}")
+        task_lengths[task] = [int(v) for v in lengths]
     grid = tables.load_eval_grid(args.eval_dir, tasks=args.tasks, methods=args.methods, seeds=args.seeds,
                                  checkpoints=checkpoints, lengths=args.lengths, splits=args.splits, metric=metric,
-                                 task_splits=task_splits, shared_seeds=shared_seeds)
+                                 task_splits=task_splits, task_lengths=task_lengths, shared_seeds=shared_seeds)
     scores = tables.protocol_scores(grid)
     summary = tables.summarize(scores, args.methods)
     reference = tables.paper_reference_rows(args.tasks) if args.paper_reference else None

@@ -83,6 +83,7 @@ def load_eval_grid(eval_dir: str | Path, *, tasks: Sequence[str], methods: Seque
                    checkpoints: Mapping[str, Sequence[str]], lengths: Sequence[int], splits: Sequence[str],
                    metric: Mapping[str, str] | None = None,
                    task_splits: Mapping[str, Sequence[str]] | None = None,
+                   task_lengths: Mapping[str, Sequence[int]] | None = None,
                    shared_seeds: Mapping[str, int] | None = None) -> pd.DataFrame:
     """Every metrics file of the grid as one row: task, method, seed, ckpt, step, gen_length, split, value (%),
     n (examples behind the value, the file's ``n``), shared (the row stands in for a shared model) and model_seed
@@ -93,13 +94,16 @@ def load_eval_grid(eval_dir: str | Path, *, tasks: Sequence[str], methods: Seque
     method whose model every seed shares (the one warm start all RL seeds start from), evaluated once under that
     seed: its files are read from there and its score stands in every seed's row, so paired differences pair each
     RL seed with the same start model. ``task_splits[task]`` replaces ``splits`` for a task that has
-    fewer (HumanEval: test only); such a task then has no ``val_chosen`` score (see ``_choose``). ``value`` is 100 x the task's metric field (``metric[task]``, else
+    fewer (HumanEval: test only); such a task then has no ``val_chosen`` score (see ``_choose``);
+    ``task_lengths[task]`` likewise replaces ``lengths`` for a task evaluated at fewer generation lengths. ``value``
+    is 100 x the task's metric field (``metric[task]``, else
     ``DEFAULT_METRIC``, else ``accuracy``). A missing file or field is an error naming it."""
     metric = {**DEFAULT_METRIC, **(metric or {})}
-    task_splits = dict(task_splits or {})
-    unknown = sorted(set(task_splits) - set(tasks))
-    if unknown:
-        raise ValueError(f"task_splits names tasks not in tasks {list(tasks)}: {unknown}")
+    task_splits, task_lengths = dict(task_splits or {}), dict(task_lengths or {})
+    for name, given in (("task_splits", task_splits), ("task_lengths", task_lengths)):
+        unknown = sorted(set(given) - set(tasks))
+        if unknown:
+            raise ValueError(f"{name} names tasks not in tasks {list(tasks)}: {unknown}")
     rows = []
     for task in tasks:
         field = metric.get(task, "accuracy")
@@ -116,7 +120,7 @@ def load_eval_grid(eval_dir: str | Path, *, tasks: Sequence[str], methods: Seque
             for seed in seeds:
                 for ckpt in ckpts:
                     step = checkpoint_step(ckpt)
-                    for length in lengths:
+                    for length in task_lengths.get(task, lengths):
                         for split in splits_of_task:
                             path = eval_metrics_path(eval_dir, task, method, seed if shared is None else shared,
                                                      ckpt, length, split)

@@ -60,6 +60,28 @@ def check_sft(plan: Plan) -> None:
             raise ConfigError(str(err)) from None
 
 
+def check_task_settings(plan: Plan) -> None:
+    """Per-task sections: `sft` / `rl` only under a train task (an evaluated task training on another one's data
+    would silently ignore them), each task's own lengths valid, and the variants' lengths among every task's."""
+    C = plan.C
+    for task, entry in C.get("task_settings", {}).items():
+        if plan.train_task(task) != task and {"sft", "rl"} & set(entry):
+            raise ConfigError(f"config key 'task_settings.{task}': {task} trains on {plan.train_task(task)}'s data "
+                              f"(train_tasks), so its sft / rl settings belong under "
+                              f"'task_settings.{plan.train_task(task)}'")
+        for length in entry.get("eval", {}).get("gen_lengths", []):
+            check_block_schedule(f"config key 'task_settings.{task}.eval.gen_lengths' entry {length}", length,
+                                 plan.eval_steps(length), C["eval"]["block_length"])
+    variant_lengths = plan.variant_eval().get("gen_lengths", [])
+    for task in plan.tasks:
+        if not set(variant_lengths) <= set(plan.task_lengths(task)):
+            where = ("'eval.gen_lengths'" if plan.task_lengths(task) == list(C["eval"]["gen_lengths"])
+                     else f"'task_settings.{task}.eval.gen_lengths'")
+            raise ConfigError(f"config key 'eval.variants.gen_lengths' {variant_lengths} must be among {where} "
+                              f"{plan.task_lengths(task)}: ablation and sweep tables compare the variants with the "
+                              f"compared methods and the model before RL at those lengths")
+
+
 def check_config(plan: Plan) -> None:
     """Every cross-field rule of `plan`'s configuration; raises ConfigError naming the key."""
     C = plan.C
@@ -73,11 +95,7 @@ def check_config(plan: Plan) -> None:
     for length in C["eval"]["gen_lengths"]:
         check_block_schedule(f"config key 'eval.gen_lengths' entry {length}", length, plan.eval_steps(length),
                              C["eval"]["block_length"])
-    variant_lengths = plan.variant_eval().get("gen_lengths", [])
-    if not set(variant_lengths) <= set(C["eval"]["gen_lengths"]):
-        raise ConfigError(f"config key 'eval.variants.gen_lengths' {variant_lengths} must be among 'eval.gen_lengths' "
-                          f"{C['eval']['gen_lengths']}: ablation and sweep tables compare the variants with the "
-                          f"compared methods and the model before RL at those lengths")
+    check_task_settings(plan)
     check_references(plan)
     if C["data"].get("authors_test_draw") and C["data"].get("n_test") is not None:
         raise ConfigError("config key 'data.authors_test_draw': 'data.n_test' also chooses the test rows; set one")

@@ -62,8 +62,16 @@ class Layout:
             return f"{self.rl_dir(train_task, method, seed)}/checkpoints/step_{step}"
         return str(checkpoint_path(self.rl_dir(train_task, method, seed), int(step)))
 
+    def eval_method_dir(self, task: str, method: str) -> str:
+        return f"{self.eval_root}/{task}/{method}"
+
+    @staticmethod
+    def seed_dir(seed: int | str) -> str:
+        """The folder of one seed's run under a method's folder (`seed<s>`)."""
+        return f"seed{seed}"
+
     def eval_dir(self, task: str, method: str, seed: int | str) -> str:
-        return f"{self.eval_root}/{task}/{method}/seed{seed}"
+        return f"{self.eval_method_dir(task, method)}/{self.seed_dir(seed)}"
 
     def eval_stem(self, task: str, method: str, seed: int | str, ckpt: str, length: int | str, split: str) -> str:
         """Generations are `<stem>.jsonl`, their metrics `<stem>.metrics.json`."""

@@ -146,14 +146,21 @@ class Plan:
         an RL method outside `compare`, when that key is set."""
         return bool(self.variant_eval()) and method != self.start and method not in self.C["compare"]
 
-    def lengths(self, variant: bool = False) -> list[int]:
-        """Generation lengths of an evaluation: 'eval.gen_lengths', or for a variant 'eval.variants.gen_lengths'."""
-        full = self.C["eval"]["gen_lengths"]
+    def task_lengths(self, task: str) -> list[int]:
+        """Generation lengths evaluated task `task` is evaluated at: 'task_settings.<task>.eval.gen_lengths' (keyed
+        by the evaluated task, not its train task), else 'eval.gen_lengths'."""
+        own = self.C.get("task_settings", {}).get(task, {}).get("eval", {})
+        return list(own.get("gen_lengths", self.C["eval"]["gen_lengths"]))
+
+    def lengths(self, task: str, variant: bool = False) -> list[int]:
+        """Generation lengths of an evaluation on `task`: the task's lengths, or for a variant
+        'eval.variants.gen_lengths' (checked to be among them)."""
+        full = self.task_lengths(task)
         return list(self.variant_eval().get("gen_lengths", full) if variant else full)
 
-    def eval_lengths(self, method: str) -> list[int]:
-        """Generation lengths `method` is evaluated at."""
-        return self.lengths(self.is_variant(method))
+    def eval_lengths(self, method: str, task: str) -> list[int]:
+        """Generation lengths `method` is evaluated at on `task`."""
+        return self.lengths(task, self.is_variant(method))
 
     def checkpoints(self, method: str, task: str, variant: bool | None = None) -> list[str]:
         """Checkpoint names evaluated for a method on a task: the start model has one, an RL run one per save (a
@@ -171,7 +178,7 @@ class Plan:
                 shared = self.start_eval_seed(task) if method == self.start else None
                 for seed in [shared] if shared is not None else seeds or self.seeds:
                     for ckpt in self.checkpoints(method, task):
-                        for length in self.eval_lengths(method):
+                        for length in self.eval_lengths(method, task):
                             for split in splits or self.eval_splits(task):
                                 stem = self.paths.eval_stem(task, method, seed, ckpt, length, split)
                                 out.append(stem + ".metrics.json")

@@ -157,13 +157,16 @@ def sft_args(plan: Plan, run: str, seed: int | str) -> str:
 
 def accuracy_flags(plan: Plan, methods: list[str], tasks: list[str] | None = None, evidence: bool = False) -> str:
     """The evaluation grid of `methods` for `egspo report accuracy` (files are found from it): the configured
-    splits, `--task-splits` for a task that has fewer (HumanEval: test only) and `--shared-seed` for a model before
+    splits, `--task-splits` for a task that has fewer (HumanEval: test only), `--task-lengths` for a task evaluated
+    at fewer generation lengths than the others and `--shared-seed` for a model before
     RL evaluated once for every RL seed. `evidence` (an ablation or sweep, when config key 'eval.variants' is set):
     the variants' lengths, and every method at the checkpoints a variant is evaluated at (its final ones), so all
     compared methods have trained for the same iterations."""
     C, start = plan.C, plan.start
     tasks = tasks or plan.tasks
-    lengths = plan.lengths(variant=evidence)
+    of_task = {t: plan.lengths(t, variant=evidence) for t in tasks}
+    lengths = sorted(set().union(*of_task.values()))
+    fewer_lengths = [f"{t}={','.join(map(str, ls))}" for t, ls in of_task.items() if ls != lengths]
     ckpts = " ".join(f"{t}:{m}={','.join(plan.checkpoints(m, t, variant=evidence or None))}"
                      for t in tasks for m in methods)
     fewer = [f"{t}={','.join(plan.eval_splits(t))}" for t in tasks if plan.eval_splits(t) != list(C["eval"]["splits"])]
@@ -173,4 +176,5 @@ def accuracy_flags(plan: Plan, methods: list[str], tasks: list[str] | None = Non
             f"--seeds {' '.join(map(str, plan.seeds))} --lengths {' '.join(map(str, lengths))} "
             f"--splits {' '.join(C['eval']['splits'])} --checkpoints {ckpts}"
             + (f" --task-splits {' '.join(fewer)}" if fewer else "")
+            + (f" --task-lengths {' '.join(fewer_lengths)}" if fewer_lengths else "")
             + (f" --shared-seed {' '.join(shared)}" if shared else ""))
