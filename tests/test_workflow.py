@@ -135,6 +135,10 @@ def test_checkpoints_per_job_splits_the_evaluation_jobs(tmp_path):
     models = sorted(re.findall(r"--model (seed\d/step_\d+)=", " ".join(cmds)))
     assert models == sorted(f"seed{s}/step_{n}" for s in (0, 1) for n in (20, 40, 60))  # each seed's parts
     assert sorted(len(re.findall("--model ", c)) for c in cmds) == [2 * 1, 2 * 2]
+    # resources.eval.runtime is per seed: a job over 2 seeds asks for twice it (a Slurm time limit)
+    tiny = yaml.safe_load((REPO / "config.yaml").read_text())["presets"]["tiny"]
+    runtimes = re.findall(r"rule eval_part\d:\n(?:\s+.*\n)*?\s+resources: .*?runtime=(\d+)", res.output)
+    assert runtimes == [str(2 * tiny["resources"]["eval"]["runtime"])] * 2
     logs = re.findall(r"> (\S+\.log) 2>&1", " ".join(cmds))
     assert len(set(logs)) == 2
 

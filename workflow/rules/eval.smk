@@ -79,7 +79,8 @@ for _eval in EVAL_RULES:
             f"{LOGS}/eval/{{task}}/{{method}}/{'seed{seed}' if _eval.per_seed else 'seeds'}{_eval.log_suffix}.log",
         threads: PLAN.resource("eval", "threads")
         resources:
-            **PLAN.resources("eval"),
+            # `resources.eval.runtime` is per seed: a job evaluates its checkpoints of every seed of the method
+            **{**PLAN.resources("eval"), "runtime": PLAN.resource("eval", "runtime") * len(job_seeds(PLAN, _eval))},
         shell:
             "export OMP_NUM_THREADS={threads}; {EGSPO} eval --task {wildcards.task} {params.models} {params.data} "
             "{params.lengths} --block-length {params.block_length} --batch-size {params.batch_size} "
