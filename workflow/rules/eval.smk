@@ -13,26 +13,22 @@ import shlex
 from egspo.workflow.rules import eval_outputs, job_seeds
 
 
-def eval_seeds(wc, seeds):
-    """The seeds of one job: the `{seed}` wildcard of a per-seed rule, else the rule's seeds."""
-    return [wc.seed] if seeds == ["{seed}"] else seeds
-
-
-def eval_model_inputs(wc, seeds):
-    """What the evaluated models come from: each run's final checkpoint (the rl rule's output) or the start model."""
+def eval_model_inputs(wc):
+    """What the evaluated models come from: every seed's final checkpoint (the rl rule's output) or the start model
+    (the per-seed rule `eval_start`)."""
     if wc.method == START:
         return PLAN.start_model_inputs(wc.task, wc.seed)
-    return [PLAN.final_checkpoint(wc.task, wc.method, s) for s in eval_seeds(wc, seeds)]
+    return [PLAN.final_checkpoint(wc.task, wc.method, s) for s in PLAN.seeds]
 
 
-def eval_model_flags(wc, ckpts, seeds):
+def eval_model_flags(wc, ckpts):
     """`--model NAME=DIR` for the checkpoints `ckpts` that one job evaluates: the start model's under the job's own
     out-dir (its seed's folder), an RL method's as `seed<s>/<ckpt>` under the method's folder, tagged with the seed."""
     if wc.method == START:
         return (f"--model {shlex.quote(f'{START}={PLAN.start_model(wc.task, wc.seed)}')} "
                 f"--model-tag {shlex.quote(f'{START}:seed={wc.seed}')}")
     out = []
-    for seed in eval_seeds(wc, seeds):
+    for seed in PLAN.seeds:
         for c in ckpts:
             name = f"{PATHS.seed_dir(seed)}/{c}"
             out += [f"--model {shlex.quote(f'{name}={PLAN.rl_dir(wc.task, wc.method, seed)}/checkpoints/{c}')}",
@@ -60,14 +56,14 @@ for _eval in EVAL_RULES:
             _eval.name
         input:
             **{split: (lambda wc, split=split: data_path(wc.task, split)) for split in _eval.splits},
-            model=lambda wc, seeds=job_seeds(PLAN, _eval): eval_model_inputs(wc, seeds),
+            model=eval_model_inputs,
         output:
             eval_outputs(PLAN, _eval),
         wildcard_constraints:
             method="|".join(re.escape(m) for m in _eval.methods),
             task="|".join(re.escape(t) for t in _eval.tasks),
         params:
-            models=lambda wc, ckpts=_eval.ckpts, seeds=job_seeds(PLAN, _eval): eval_model_flags(wc, ckpts, seeds),
+            models=lambda wc, ckpts=_eval.ckpts: eval_model_flags(wc, ckpts),
             # Everything that differs between the generated rules is a param bound here: Snakemake evaluates a
             # `shell:` expression again when the job runs, in module scope, where `_eval` is the loop's last rule.
             data=lambda wc, input, splits=_eval.splits: " ".join(f"--data {s}={input[s]}" for s in splits),

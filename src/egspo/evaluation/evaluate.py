@@ -151,7 +151,8 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[tuple[st
             raise ValueError(f"{flag} must be positive integers, got {bad}")
     tags = parse_tags(args.tag)
     per_model = model_tags(args.model_tag, [name for name, _ in models])
-    clash = sorted((set(tags) | {k for t in per_model.values() for k in t}) & set(FIXED_METRICS))
+    tag_keys = set(tags) | {k for t in per_model.values() for k in t}
+    clash = sorted(tag_keys & set(FIXED_METRICS))
     if clash:
         raise ValueError(f"--tag / --model-tag keys {clash} collide with metric names")
     lengths = list(zip(args.gen_length, args.steps))
@@ -165,7 +166,7 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[tuple[st
                                   {**tags, **per_model.get(models[0][0], {})})]
     if args.metrics is not None:
         raise ValueError("--metrics goes with --out; with --out-dir the metrics files sit beside the JSONL files")
-    clash = sorted({"ckpt", "split"} & (set(tags) | {k for t in per_model.values() for k in t}))
+    clash = sorted({"ckpt", "split"} & tag_keys)
     if clash:
         raise ValueError(f"--tag / --model-tag {clash}: with --out-dir these tags come from the --model / --data "
                          f"names")
